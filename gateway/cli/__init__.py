@@ -1,0 +1,51 @@
+"""The ``gateway`` command: one sub-command a module, each registering its own arguments.
+
+gateway serve      run the gateway (API, transports, delivery, scheduler)
+gateway validate   judge message files against the schemas and the AppRec rules
+gateway parties    list the address register
+gateway submit / status     talk to a running gateway's API
+gateway replay     replay the fixtures through a simulated SiO region
+gateway queue      see and steer the delivery queue
+gateway pki        make the dev PKI
+gateway protect / unprotect  CMS sign+encrypt / decrypt+verify on stdin/stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gateway import __version__
+from gateway.cli import validate
+from gateway.errors import GatewayError
+
+__all__ = ["main"]
+
+_COMMANDS = [validate]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description="SiO e-meldingsgateway")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in _COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except GatewayError as exc:
+        print(f"gateway: {exc.event}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

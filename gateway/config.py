@@ -1,0 +1,291 @@
+"""Configuration: TOML -> frozen dataclasses, one per concern, with defaults written on the fields.
+
+Paths in a config file are relative to that file; paths of things the gateway makes itself (store, PKI,
+dev token) are relative to the data directory. Unknown keys are errors, so a typo never silently falls
+back to a default. Environment variables override a few deployment settings (docs/configuration.md):
+
+    GATEWAY_CONFIG            the config file (default: config/gateway.toml of this checkout)
+    GATEWAY_DATA_DIR          [gateway] data_dir
+    GATEWAY_HOST, GATEWAY_PORT  [api] host / port
+    GATEWAY_SCHEMAS_BUNDLE    [schemas] bundle
+    GATEWAY_LOG_FORMAT, GATEWAY_LOG_LEVEL  [log] format / level
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from gateway.errors import ConfigError
+from gateway.xml import DEFAULT_MAX_BYTES
+
+__all__ = [
+    "PROJECT_ROOT",
+    "ApiSettings",
+    "DeliverySettings",
+    "GatewaySettings",
+    "HousekeepingSettings",
+    "LogSettings",
+    "ReceiptSettings",
+    "RetrySettings",
+    "RouteSettings",
+    "SchemaSettings",
+    "SecuritySettings",
+    "Settings",
+    "TokenSettings",
+    "default_config_path",
+    "load_settings",
+]
+
+#: The checkout (or installed tree) this package lives in: where config/ and schemas/ are found.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("GATEWAY_CONFIG") or PROJECT_ROOT / "config" / "gateway.toml")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    name: str = "sio-hub"
+    data_dir: Path = Path("var")
+    region: Path = Path("sio-region.toml")
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    """An API client: its bearer token (plain or as SHA-256 hex), the local HER-ids it may send for."""
+
+    name: str
+    token: str = ""
+    token_sha256: str = ""
+    senders: tuple[str, ...] = ()
+    admin: bool = False
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    tokens: tuple[TokenSettings, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchemaSettings:
+    bundle: Path | None = None
+    catalog: Path = PROJECT_ROOT / "schemas" / "catalog.toml"
+    max_message_bytes: int = DEFAULT_MAX_BYTES
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: Literal["auto", "json", "console"] = "auto"
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    poll_interval_s: float = 0.5
+    batch: int = 32
+    concurrency: int = 16
+    lease_s: float = 60.0
+    send_timeout_s: float = 30.0
+    shutdown_grace_s: float = 10.0
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """Per-route overrides of the retry policy and ordering (a route is a receiver HER-id)."""
+
+    ordered: bool | None = None
+    concurrency: int | None = None
+    base_s: float | None = None
+    factor: float | None = None
+    cap_s: float | None = None
+    max_attempts: int | None = None
+    ttl_h: float | None = None
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    base_s: float = 5.0
+    factor: float = 2.0
+    cap_s: float = 3600.0
+    max_attempts: int = 60
+    ttl_h: float = 96.0
+    ordered: bool = True
+    route_concurrency: int = 4
+    breaker_threshold: int = 5
+    routes: Mapping[str, RouteSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    protection: Literal["cms", "none"] = "cms"
+    trust_anchors: tuple[Path, ...] = (Path("pki/ca.crt"),)
+    crls: tuple[str, ...] = ("pki/ca.crl",)
+    crl_refresh_s: float = 3600.0
+    crl_timeout_s: float = 10.0
+    allow_3des: bool = False
+
+
+@dataclass(frozen=True)
+class ReceiptSettings:
+    deadline_h: float = 96.0
+    warning_h: float = 72.0
+    deadline_by_kind: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HousekeepingSettings:
+    retention_days: float = 90.0
+    lease_reaper_s: float = 30.0
+    deadline_check_s: float = 60.0
+    certificate_warning_days: tuple[int, ...] = (30, 14, 7)
+    maintenance_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the gateway is configured with. ``source`` is the file it was read from."""
+
+    gateway: GatewaySettings = GatewaySettings()
+    api: ApiSettings = ApiSettings()
+    schemas: SchemaSettings = SchemaSettings()
+    log: LogSettings = LogSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    retry: RetrySettings = RetrySettings()
+    security: SecuritySettings = SecuritySettings()
+    receipts: ReceiptSettings = ReceiptSettings()
+    housekeeping: HousekeepingSettings = HousekeepingSettings()
+    source: Path | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.gateway.data_dir
+
+    def in_data_dir(self, path: Path | str) -> Path:
+        """A path of something the gateway keeps itself (PKI, store), relative to the data directory."""
+        p = Path(path)
+        return p if p.is_absolute() else self.gateway.data_dir / p
+
+
+_T = TypeVar("_T")
+
+
+def load_settings(
+    path: Path | str | None = None,
+    *,
+    data_dir: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read a config file (default: ``config/gateway.toml``) and apply environment overrides."""
+    env = os.environ if environ is None else environ
+    source = Path(path) if path else default_config_path()
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {source} does not exist.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {source} is not valid TOML: {exc}.") from None
+    _apply_env(raw, env)
+    base = source.resolve().parent
+    settings = _build(Settings, raw, "", base)
+    gw = settings.gateway
+    chosen_dir = Path(data_dir) if data_dir else gw.data_dir
+    gw = dataclasses.replace(
+        gw,
+        data_dir=(
+            chosen_dir if chosen_dir.is_absolute() else (Path.cwd() if data_dir else base) / chosen_dir
+        ),
+        region=gw.region if gw.region.is_absolute() else base / gw.region,
+    )
+    return dataclasses.replace(settings, gateway=gw, source=source.resolve())
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
+    table = {
+        "GATEWAY_DATA_DIR": ("gateway", "data_dir", str),
+        "GATEWAY_HOST": ("api", "host", str),
+        "GATEWAY_PORT": ("api", "port", int),
+        "GATEWAY_SCHEMAS_BUNDLE": ("schemas", "bundle", str),
+        "GATEWAY_LOG_FORMAT": ("log", "format", str),
+        "GATEWAY_LOG_LEVEL": ("log", "level", str),
+    }
+    for var, (section, key, conv) in table.items():
+        if var in env:
+            try:
+                raw.setdefault(section, {})[key] = conv(env[var])
+            except ValueError:
+                raise ConfigError(f"Environment variable {var}={env[var]!r} is not a valid {key}.") from None
+
+
+def _build(cls: type[_T], data: Any, where: str, base: Path) -> _T:
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where or 'top level'}] must be a table, not {type(data).__name__}.")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields) - {"source"})
+    if unknown:
+        raise ConfigError(f"Unknown setting(s) in [{where or 'top level'}]: {', '.join(unknown)}.")
+    values: dict[str, Any] = {}
+    for name, value in data.items():
+        values[name] = _convert(hints[name], value, f"{where}.{name}" if where else name, base)
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ConfigError(f"[{where or 'top level'}] is incomplete: {exc}.") from None
+
+
+def _convert(hint: Any, value: Any, where: str, base: Path) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if (value is None or value == "") and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, where, base)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, base)  # type: ignore[arg-type]
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {', '.join(map(str, args))}, not {value!r}.")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list.")
+        return tuple(_convert(args[0], v, f"{where}[{i}]", base) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or (origin is not None and issubclass(origin, Mapping)):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a table.")
+        return {str(k): _convert(args[1], v, f"{where}.{k}", base) for k, v in value.items()}
+    if hint is Path:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a path string.")
+        p = Path(value)
+        # data-dir things (pki/...) stay relative; they are resolved against the data dir when used
+        return p if p.is_absolute() or where.startswith("security.") else base / p
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false.")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number.")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number.")
+        return value
+    if hint is str:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ConfigError(f"{where} must be a string.")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported setting type {hint!r}.")  # pragma: no cover - programming error

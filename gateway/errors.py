@@ -1,0 +1,346 @@
+"""The gateway's exceptions: one root, each class carrying what the pipeline needs to act on it.
+
+Every class has a stable ``event`` code (listed in docs/error-codes.md, used as ``code=`` in log lines),
+says whether the failure is ``retryable``, and - where a sender can be told - the KITH AppRec error code
+(code system 2.16.578.1.12.4.1.1.8221) and the NHN transport error condition (HITS 1216). The pipeline
+reads these attributes from the exception; it never maps exception types in a ladder. Anything that is
+not a ``GatewayError`` is treated as unknown: retried, never reported to the sender.
+
+    GatewayError
+    ├── MessageError                  the message itself is wrong; answered, never retried
+    │   ├── NotWellFormed             T01
+    │   │   ├── ForbiddenMarkup       T01  DOCTYPE / entity declarations
+    │   │   ├── MessageTooLarge       T01  over the configured size cap
+    │   │   └── UnreadableEncoding    T01
+    │   ├── SchemaInvalid             T02
+    │   ├── MissingField              T02  a field the gateway needs (MsgId, sender, receiver) is absent
+    │   ├── UnsupportedMessage        T10
+    │   ├── InvalidMsgId              E10
+    │   ├── UnknownReceiver           E21
+    │   ├── PatientNotIdentified      E36
+    │   └── MetadataMismatch          E10  transport metadata disagrees with the payload (HITS 1216 §2.2.3)
+    ├── SecurityError                 CMS protection and certificate trust
+    │   ├── SignatureInvalid          S01
+    │   ├── CertificateInvalid        S02
+    │   │   ├── CertificateExpired    S02  outside its validity period
+    │   │   ├── CertificateKeyUsage   S02  wrong key usage for the purpose
+    │   │   └── CertificateUntrusted  S02  no path to a trust anchor
+    │   ├── CertificateRevoked        S03
+    │   ├── RevocationUnavailable     retryable: the CRL could not be had (Helsenorge "RevokedOffline")
+    │   ├── DecryptionFailed          one answer for every decryption failure (no padding oracle)
+    │   ├── InvalidCms                not a CMS structure of the expected profile
+    │   ├── KeyUnavailable            this gateway lacks a key or certificate it needs
+    │   └── SpoofingDetected          signer is not the claimed sender
+    ├── DeliveryError                 handing a packet to a transport
+    │   ├── TransportError            retryable: peer down, timeout, 5xx
+    │   └── PermanentDeliveryError    not retryable: the peer refused the packet for good
+    │       └── NoRoute               no adapter/endpoint for the receiver
+    ├── RequestError                  an API call that cannot be served (HTTP 4xx)
+    │   ├── Unauthorized, Forbidden, NotFound, Conflict, BadRequest
+    ├── ConfigError                   the configuration or register is unusable
+    └── StoreError                    the store failed (retryable)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "BadRequest",
+    "CertificateExpired",
+    "CertificateInvalid",
+    "CertificateKeyUsage",
+    "CertificateRevoked",
+    "CertificateUntrusted",
+    "ConfigError",
+    "Conflict",
+    "DecryptionFailed",
+    "DeliveryError",
+    "Forbidden",
+    "ForbiddenMarkup",
+    "GatewayError",
+    "InvalidCms",
+    "InvalidMsgId",
+    "KeyUnavailable",
+    "MessageError",
+    "MessageTooLarge",
+    "MetadataMismatch",
+    "MissingField",
+    "NoRoute",
+    "NotFound",
+    "NotWellFormed",
+    "PatientNotIdentified",
+    "PermanentDeliveryError",
+    "RequestError",
+    "RevocationUnavailable",
+    "SchemaInvalid",
+    "SecurityError",
+    "SignatureInvalid",
+    "SpoofingDetected",
+    "StoreError",
+    "TransportError",
+    "Unauthorized",
+    "UnknownReceiver",
+    "UnreadableEncoding",
+    "UnsupportedMessage",
+    "all_error_classes",
+]
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    event: ClassVar[str] = "gateway.error"
+    retryable: ClassVar[bool] = False
+    apprec_code: ClassVar[str | None] = None
+    transport_condition: ClassVar[str | None] = None
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def describe(self) -> dict[str, str | None]:
+        """The public shape of the error: KITH code, stable event code and the plain-words message."""
+        return {"code": self.apprec_code, "event": self.event, "message": self.message}
+
+
+# --- the message itself ------------------------------------------------------------------------------
+
+
+class MessageError(GatewayError):
+    """The message is wrong; the sender is told (negative AppRec or API 4xx) and nothing is retried."""
+
+    event = "message.invalid"
+    apprec_code: ClassVar[str | None] = "X99"
+    transport_condition: ClassVar[str | None] = "transport:invalid-field-value"
+    http_status = 422
+
+
+class NotWellFormed(MessageError):
+    event = "message.not_well_formed"
+    apprec_code = "T01"
+    transport_condition = "transport:not-well-formed-xml"
+    http_status = 400
+
+
+class ForbiddenMarkup(NotWellFormed):
+    event = "message.forbidden_markup"
+
+
+class MessageTooLarge(NotWellFormed):
+    event = "message.too_large"
+    http_status = 413
+
+
+class UnreadableEncoding(NotWellFormed):
+    event = "message.unreadable_encoding"
+    transport_condition = "transport:invalid-encoding"
+
+
+class SchemaInvalid(MessageError):
+    event = "message.schema_invalid"
+    apprec_code = "T02"
+    transport_condition = "transport:not-well-formed-xml"
+
+
+class MissingField(MessageError):
+    event = "message.missing_field"
+    apprec_code = "T02"
+    transport_condition = "transport:required-field-missing"
+
+
+class UnsupportedMessage(MessageError):
+    event = "message.unsupported_kind"
+    apprec_code = "T10"
+    transport_condition = "transport:unsupported-message"
+
+
+class InvalidMsgId(MessageError):
+    event = "message.invalid_msgid"
+    apprec_code = "E10"
+
+
+class UnknownReceiver(MessageError):
+    event = "message.unknown_receiver"
+    apprec_code = "E21"
+
+
+class PatientNotIdentified(MessageError):
+    event = "message.patient_not_identified"
+    apprec_code = "E36"
+
+
+class MetadataMismatch(MessageError):
+    event = "message.metadata_mismatch"
+    apprec_code = "E10"
+
+
+# --- protection and trust ----------------------------------------------------------------------------
+
+
+class SecurityError(GatewayError):
+    """CMS protection or certificate trust failed."""
+
+    event = "security.error"
+    apprec_code: ClassVar[str | None] = "S99"
+    transport_condition: ClassVar[str | None] = "transport:invalid-cms-pkcs"
+    http_status = 422
+
+
+class SignatureInvalid(SecurityError):
+    event = "security.signature_invalid"
+    apprec_code = "S01"
+    transport_condition = "transport:invalid-signature"
+
+
+class CertificateInvalid(SecurityError):
+    event = "security.certificate_invalid"
+    apprec_code = "S02"
+    transport_condition = "transport:invalid-certificate"
+
+
+class CertificateExpired(CertificateInvalid):
+    event = "security.certificate_expired"
+    transport_condition = "transport:expired-certificate"
+
+
+class CertificateKeyUsage(CertificateInvalid):
+    event = "security.certificate_key_usage"
+
+
+class CertificateUntrusted(CertificateInvalid):
+    event = "security.certificate_untrusted"
+
+
+class CertificateRevoked(SecurityError):
+    event = "security.certificate_revoked"
+    apprec_code = "S03"
+    transport_condition = "transport:revoked-certificate"
+
+
+class RevocationUnavailable(SecurityError):
+    """The revocation status cannot be had now; the message waits and is tried again."""
+
+    event = "security.revocation_offline"
+    retryable = True
+    apprec_code = None
+    transport_condition = "transport:revoked-certificate-offline"
+    http_status = 503
+
+
+class DecryptionFailed(SecurityError):
+    """Every decryption failure looks the same to the peer, whatever the cause."""
+
+    event = "security.decryption_failed"
+    apprec_code = None
+    transport_condition = "transport:decryption-failed"
+
+
+class InvalidCms(SecurityError):
+    event = "security.invalid_cms"
+    apprec_code = None
+    transport_condition = "transport:invalid-cms-pkcs"
+
+
+class KeyUnavailable(SecurityError):
+    """This gateway lacks a key or certificate it needs; an operator must act, so it is not retried."""
+
+    event = "security.key_unavailable"
+    apprec_code = None
+    transport_condition = "transport:internal-error"
+    http_status = 500
+
+
+class SpoofingDetected(SecurityError):
+    """The signer is not the sender the message or its transport metadata claims."""
+
+    event = "security.spoofing_attack"
+    apprec_code = None
+    transport_condition = "abuse:spoofing-attack"
+    http_status = 403
+
+
+# --- transports --------------------------------------------------------------------------------------
+
+
+class DeliveryError(GatewayError):
+    event = "delivery.error"
+    http_status = 502
+
+
+class TransportError(DeliveryError):
+    """The packet did not get through this time; try again later."""
+
+    event = "delivery.transport_error"
+    retryable = True
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The peer refused the packet for good; trying again cannot help."""
+
+    event = "delivery.refused"
+
+    def __init__(self, message: str, *, apprec_code: str | None = None, condition: str | None = None) -> None:
+        super().__init__(message)
+        # a peer may tell us why (its AppRec code / transport condition); keep it for the trace
+        self.peer_code = apprec_code
+        self.peer_condition = condition
+
+
+class NoRoute(PermanentDeliveryError):
+    event = "delivery.no_route"
+
+
+# --- API, config, store ------------------------------------------------------------------------------
+
+
+class RequestError(GatewayError):
+    event = "api.bad_request"
+    http_status = 400
+
+
+class BadRequest(RequestError):
+    pass
+
+
+class Unauthorized(RequestError):
+    event = "api.unauthorized"
+    http_status = 401
+
+
+class Forbidden(RequestError):
+    event = "api.forbidden"
+    http_status = 403
+
+
+class NotFound(RequestError):
+    event = "api.not_found"
+    http_status = 404
+
+
+class Conflict(RequestError):
+    event = "api.conflict"
+    http_status = 409
+
+
+class ConfigError(GatewayError):
+    event = "config.invalid"
+
+
+class StoreError(GatewayError):
+    event = "store.error"
+    retryable = True
+    http_status = 503
+
+
+def all_error_classes() -> list[type[GatewayError]]:
+    """Every error class of the tree, root first (for the error-code catalogue and its test)."""
+    seen: list[type[GatewayError]] = []
+    stack: list[type[GatewayError]] = [GatewayError]
+    while stack:
+        cls = stack.pop(0)
+        if cls not in seen:
+            seen.append(cls)
+            stack.extend(cls.__subclasses__())
+    return seen

@@ -1,0 +1,105 @@
+"""The AppRec rules a receiving gateway applies after the schema (AppRec 1.1 §3.2-3.3, HITS 1168).
+
+Each rule reads the envelope and raises the ``MessageError`` whose KITH code it stands for, with a text
+that says what is wrong in plain words (it becomes the AppRec's ``OT`` and the API error message). The
+texts never repeat a national identity number.
+"""
+
+from __future__ import annotations
+
+import re
+
+from gateway.errors import InvalidMsgId, MissingField, PatientNotIdentified, UnknownReceiver
+from gateway.model.envelope import Addressee, Envelope
+from gateway.model.identity import is_valid
+from gateway.model.patient import Patient
+from gateway.registry import Register
+
+__all__ = ["check_ids", "check_patient", "check_receiver", "check_sender", "is_uuid"]
+
+# The canonical 8-4-4-4-12 form, and the 32-digit form without hyphens (a GUID printed "N"-style).
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$|^[0-9a-fA-F]{32}$"
+)
+
+#: Identifier types that identify a patient together with the name (code system 8116).
+_PERSON_ID_TYPES = ("FNR", "DNR", "HNR")
+
+
+def is_uuid(value: str | None) -> bool:
+    return bool(value and _UUID.match(value))
+
+
+def check_ids(envelope: Envelope) -> None:
+    """E10: the MsgId must be a UUID (AppRec 1.1 §3.3), whatever the schema allows."""
+    if not envelope.msg_id:
+        raise MissingField(f"The {envelope.kind.title} has no MsgId.")
+    if not is_uuid(envelope.msg_id):
+        raise InvalidMsgId(
+            f"MsgId '{envelope.msg_id[:80]}' is not a UUID (GUID); every message needs a unique one."
+        )
+
+
+def check_sender(envelope: Envelope) -> None:
+    """The sender must be identifiable by a HER-id, or nobody can be answered (HITS 1168 §5.3)."""
+    if envelope.sender is None or envelope.sender_her is None:
+        raise MissingField(
+            f"The {envelope.kind.title} does not identify its sender by a HER-id; "
+            "it cannot be routed or answered."
+        )
+
+
+def check_receiver(envelope: Envelope, register: Register) -> None:
+    """E21: the receiving communication party must be one of the register's."""
+    receiver = envelope.receiver
+    if receiver is None or receiver.her_id is None:
+        raise UnknownReceiver(
+            f"The {envelope.kind.title} does not name its receiver by a HER-id; the receiving service "
+            "cannot be found."
+        )
+    if register.find(receiver.her_ids) is None:
+        raise UnknownReceiver(_unknown(receiver, register))
+
+
+def _unknown(receiver: Addressee, register: Register) -> str:
+    ids = ", ".join(receiver.her_ids)
+    org = register.organisation(receiver.organisation_her_id)
+    if org is not None:
+        return f"The receiving service (HER-id {ids}) is not registered at {org.name}."
+    return f"No communication party with HER-id {ids} is registered in {register.name or 'the register'}."
+
+
+def check_patient(envelope: Envelope, *, required: bool, emergency: bool = False) -> None:
+    """E36: name + FNR, name + DNR, name + felles hjelpenummer, or name + birth date + sex.
+
+    Emergency referrals (hastegrad 0, øyeblikkelig hjelp) are exempt and must be accepted.
+    """
+    patient = envelope.patient
+    if emergency:
+        return
+    if patient is None:
+        if required:
+            raise PatientNotIdentified(f"The {envelope.kind.title} names no patient.")
+        return
+    problem = patient_problem(patient)
+    if problem:
+        raise PatientNotIdentified(f"The patient is not sufficiently identified: {problem}.")
+
+
+def patient_problem(patient: Patient) -> str | None:
+    """Why a patient is not sufficiently identified, or None when it is."""
+    if not patient.has_name:
+        return "the patient's name is missing"
+    for value in patient.ids_of(*_PERSON_ID_TYPES):
+        if is_valid(value):
+            return None
+    if patient.birth_date and patient.sex:
+        return None
+    typed = [i for i in patient.ids if i.type in _PERSON_ID_TYPES]
+    if any(not i.value for i in typed):
+        found = "the national identity number is empty"
+    elif typed:
+        found = f"the {typed[0].type} given fails its control digits"
+    else:
+        found = "no national identity number (FNR, DNR or felles hjelpenummer) is given"
+    return f"{found}, and birth date and sex are not both given"
