@@ -202,9 +202,7 @@ def load_settings(
     chosen_dir = Path(data_dir) if data_dir else gw.data_dir
     gw = dataclasses.replace(
         gw,
-        data_dir=(
-            chosen_dir if chosen_dir.is_absolute() else (Path.cwd() if data_dir else base) / chosen_dir
-        ),
+        data_dir=(chosen_dir if chosen_dir.is_absolute() else (Path.cwd() if data_dir else base) / chosen_dir),
         region=gw.region if gw.region.is_absolute() else base / gw.region,
     )
     return dataclasses.replace(settings, gateway=gw, source=source.resolve())

@@ -31,9 +31,7 @@ class Core:
         return [k.name for k in self.schemas.unchecked]
 
 
-def build_validator(
-    settings: Settings, *, register: Register | None, bundle: Path | None = None
-) -> Validator:
+def build_validator(settings: Settings, *, register: Register | None, bundle: Path | None = None) -> Validator:
     """Load the catalog and compile the schemas once; ``register`` enables the receiver check (E21)."""
     catalog = load_catalog(settings.schemas.catalog)
     chosen = bundle if bundle is not None else _existing(settings.schemas.bundle)

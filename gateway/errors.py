@@ -170,6 +170,11 @@ class PatientNotIdentified(MessageError):
     event = "message.patient_not_identified"
     apprec_code = "E36"
 
+    def __init__(self, message: str, *, details: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        # the more specific KITH codes (E30 FNR missing, E31 FNR wrong, E32 name missing) sent beside E36
+        self.details = details
+
 
 class MetadataMismatch(MessageError):
     event = "message.metadata_mismatch"

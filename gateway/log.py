@@ -46,9 +46,7 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
-def configure(
-    *, fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", stream: Any = None
-) -> None:
+def configure(*, fmt: Literal["auto", "json", "console"] = "auto", level: str = "info", stream: Any = None) -> None:
     """Configure structlog once per process (``serve``, ``replay`` and the CLI call this)."""
     stream = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and hasattr(stream, "isatty") and stream.isatty())

@@ -83,9 +83,7 @@ class Register:
             self._organisations[party.organisation.her_id] = party.organisation
         clash = set(self._parties) & set(self._organisations)
         if clash:
-            raise ConfigError(
-                f"HER-id(s) {', '.join(sorted(clash))} used for both a party and an organisation."
-            )
+            raise ConfigError(f"HER-id(s) {', '.join(sorted(clash))} used for both a party and an organisation.")
 
     def __iter__(self) -> Iterator[Party]:
         return iter(self._parties.values())

@@ -72,9 +72,7 @@ def parse(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedDocument:
         raise TypeError("parse() takes bytes; text has already lost its encoding")
     data = bytes(data)
     if len(data) > max_bytes:
-        raise MessageTooLarge(
-            f"The message is {len(data)} bytes; this gateway accepts at most {max_bytes} bytes."
-        )
+        raise MessageTooLarge(f"The message is {len(data)} bytes; this gateway accepts at most {max_bytes} bytes.")
     if not data.strip():
         raise NotWellFormed("The message is empty.")
     first = _FIRST_ELEMENT.search(data)
@@ -106,9 +104,7 @@ def _not_well_formed(exc: etree.XMLSyntaxError) -> NotWellFormed:
             f"The document's bytes do not match its declared encoding (line {line}, column {column}): {text}."
         )
     if "entity" in lowered and "not defined" in lowered:
-        return ForbiddenMarkup(
-            f"The document uses an undeclared entity (line {line}, column {column}): {text}."
-        )
+        return ForbiddenMarkup(f"The document uses an undeclared entity (line {line}, column {column}): {text}.")
     return NotWellFormed(f"The document is not well-formed XML (line {line}, column {column}): {text}.")
 
 

@@ -48,9 +48,7 @@ class MessageKind:
         """Whether a Type code is one this kind is sent with (a mismatch is logged, never rejected)."""
         if not self.types:
             return True
-        return type_code is not None and any(
-            fnmatch.fnmatchcase(type_code, pattern) for pattern in self.types
-        )
+        return type_code is not None and any(fnmatch.fnmatchcase(type_code, pattern) for pattern in self.types)
 
 
 @dataclass(frozen=True)
@@ -72,9 +70,7 @@ class Identified:
 class Catalog:
     """Every supported kind, looked up by (namespace, root)."""
 
-    def __init__(
-        self, kinds: list[MessageKind], envelope: EnvelopeSchema, source: Path | None = None
-    ) -> None:
+    def __init__(self, kinds: list[MessageKind], envelope: EnvelopeSchema, source: Path | None = None) -> None:
         self.kinds = tuple(kinds)
         self.envelope = envelope
         self.source = source
@@ -106,8 +102,7 @@ class Catalog:
             kind = self._by_key.get(key)
             if kind is None or kind.family != "msghead":
                 raise UnsupportedMessage(
-                    f"The MsgHead carries {_describe(payload)}, which is not a message kind this gateway "
-                    "supports."
+                    f"The MsgHead carries {_describe(payload)}, which is not a message kind this gateway supports."
                 )
             return Identified(kind, payload)
         kind = self._by_key.get((ns, name))
@@ -119,9 +114,7 @@ class Catalog:
 
 
 def _first_payload(msghead: etree._Element) -> etree._Element | None:
-    for content in msghead.iterfind(
-        f"{{{MSGHEAD_NS}}}Document/{{{MSGHEAD_NS}}}RefDoc/{{{MSGHEAD_NS}}}Content"
-    ):
+    for content in msghead.iterfind(f"{{{MSGHEAD_NS}}}Document/{{{MSGHEAD_NS}}}RefDoc/{{{MSGHEAD_NS}}}Content"):
         for child in content:
             if isinstance(child.tag, str):
                 return child

@@ -18,12 +18,12 @@ from gateway.registry import Register
 __all__ = ["check_ids", "check_patient", "check_receiver", "check_sender", "is_uuid"]
 
 # The canonical 8-4-4-4-12 form, and the 32-digit form without hyphens (a GUID printed "N"-style).
-_UUID = re.compile(
-    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$|^[0-9a-fA-F]{32}$"
-)
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$|^[0-9a-fA-F]{32}$")
 
-#: Identifier types that identify a patient together with the name (code system 8116).
-_PERSON_ID_TYPES = ("FNR", "DNR", "HNR")
+#: Identifier types that identify a patient together with the name (code system 8116): fødselsnummer,
+#: D-number and the *felles* hjelpenummer (FHN). A plain H-number (HNR) is internal to the organisation
+#: that issued it (HIS 1001:2010) and cannot identify the patient at the receiver.
+_PERSON_ID_TYPES = ("FNR", "DNR", "FHN")
 
 
 def is_uuid(value: str | None) -> bool:
@@ -35,17 +35,14 @@ def check_ids(envelope: Envelope) -> None:
     if not envelope.msg_id:
         raise MissingField(f"The {envelope.kind.title} has no MsgId.")
     if not is_uuid(envelope.msg_id):
-        raise InvalidMsgId(
-            f"MsgId '{envelope.msg_id[:80]}' is not a UUID (GUID); every message needs a unique one."
-        )
+        raise InvalidMsgId(f"MsgId '{envelope.msg_id[:80]}' is not a UUID (GUID); every message needs a unique one.")
 
 
 def check_sender(envelope: Envelope) -> None:
     """The sender must be identifiable by a HER-id, or nobody can be answered (HITS 1168 §5.3)."""
     if envelope.sender is None or envelope.sender_her is None:
         raise MissingField(
-            f"The {envelope.kind.title} does not identify its sender by a HER-id; "
-            "it cannot be routed or answered."
+            f"The {envelope.kind.title} does not identify its sender by a HER-id; it cannot be routed or answered."
         )
 
 
@@ -54,8 +51,7 @@ def check_receiver(envelope: Envelope, register: Register) -> None:
     receiver = envelope.receiver
     if receiver is None or receiver.her_id is None:
         raise UnknownReceiver(
-            f"The {envelope.kind.title} does not name its receiver by a HER-id; the receiving service "
-            "cannot be found."
+            f"The {envelope.kind.title} does not name its receiver by a HER-id; the receiving service cannot be found."
         )
     if register.find(receiver.her_ids) is None:
         raise UnknownReceiver(_unknown(receiver, register))
@@ -72,7 +68,8 @@ def _unknown(receiver: Addressee, register: Register) -> str:
 def check_patient(envelope: Envelope, *, required: bool, emergency: bool = False) -> None:
     """E36: name + FNR, name + DNR, name + felles hjelpenummer, or name + birth date + sex.
 
-    Emergency referrals (hastegrad 0, øyeblikkelig hjelp) are exempt and must be accepted.
+    Emergency referrals (hastegrad 0, øyeblikkelig hjelp) are exempt and must be accepted. The more
+    specific codes E30 (FNR missing), E31 (FNR wrong) and E32 (name missing) go with the E36 as details.
     """
     patient = envelope.patient
     if emergency:
@@ -82,24 +79,41 @@ def check_patient(envelope: Envelope, *, required: bool, emergency: bool = False
             raise PatientNotIdentified(f"The {envelope.kind.title} names no patient.")
         return
     problem = patient_problem(patient)
-    if problem:
-        raise PatientNotIdentified(f"The patient is not sufficiently identified: {problem}.")
+    if problem is not None:
+        text, details = problem
+        raise PatientNotIdentified(f"The patient is not sufficiently identified: {text}.", details=details)
 
 
-def patient_problem(patient: Patient) -> str | None:
-    """Why a patient is not sufficiently identified, or None when it is."""
-    if not patient.has_name:
-        return "the patient's name is missing"
-    for value in patient.ids_of(*_PERSON_ID_TYPES):
-        if is_valid(value):
-            return None
-    if patient.birth_date and patient.sex:
+_NAMES = {"E30": "Fødselsnummer mangler", "E31": "Fødselsnummer er feil", "E32": "Navn mangler"}
+
+
+def patient_problem(patient: Patient) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """Why a patient is not sufficiently identified (text, and E30/E31/E32 details), or None."""
+    typed = [i for i in patient.ids if i.type in (*_PERSON_ID_TYPES, "HNR")]
+    valid = [i for i in typed if i.type in _PERSON_ID_TYPES and is_valid(i.value)]
+    if patient.has_name and (valid or (patient.birth_date and patient.sex)):
         return None
-    typed = [i for i in patient.ids if i.type in _PERSON_ID_TYPES]
-    if any(not i.value for i in typed):
-        found = "the national identity number is empty"
-    elif typed:
-        found = f"the {typed[0].type} given fails its control digits"
-    else:
-        found = "no national identity number (FNR, DNR or felles hjelpenummer) is given"
-    return f"{found}, and birth date and sex are not both given"
+    details: list[tuple[str, str]] = []
+    reasons: list[str] = []
+    if not patient.has_name:
+        details.append(("E32", _NAMES["E32"]))
+        reasons.append("the patient's name is missing")
+    fnr = [i for i in typed if i.type == "FNR"]
+    if any(not i.value for i in fnr) or (not typed and not patient.birth_date):
+        details.append(("E30", _NAMES["E30"]))
+    if any(i.value and not is_valid(i.value) for i in fnr):
+        details.append(("E31", _NAMES["E31"]))
+    if not valid:
+        if any(i.value and not is_valid(i.value) for i in typed):
+            reasons.append(
+                f"the {next(i.type for i in typed if i.value and not is_valid(i.value))} given fails its control digits"
+            )
+        elif any(i.type == "HNR" and i.value for i in typed):
+            reasons.append("an H-number internal to the sender is no national identity number")
+        elif any(not i.value for i in typed):
+            reasons.append("the national identity number is empty")
+        else:
+            reasons.append("no national identity number (FNR, DNR or felles hjelpenummer) is given")
+        if not (patient.birth_date and patient.sex):
+            reasons.append("birth date and sex are not both given")
+    return "; ".join(reasons), tuple(details)

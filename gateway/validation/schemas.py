@@ -85,9 +85,7 @@ class _Compiled:
             for ns, path in sorted(index.by_namespace.items())
             if path in files and ns != _XML_NS
         )
-        self.wrapper = (
-            f'<xs:schema xmlns:xs="{_XS}" targetNamespace="urn:sio-gateway:schema-set">{imports}</xs:schema>'
-        )
+        self.wrapper = f'<xs:schema xmlns:xs="{_XS}" targetNamespace="urn:sio-gateway:schema-set">{imports}</xs:schema>'
         parser = _plain_parser()
         parser.resolvers.add(_ByNameResolver(index))
         base = (index.folder / "sio-gateway-schema-set.xsd").as_uri()

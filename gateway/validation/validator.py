@@ -99,6 +99,4 @@ def _is_emergency(identified: Identified) -> bool:
         return False
     ns = kind.namespace
     path = "/".join(f"{{{ns}}}{step}" for step in kind.emergency.split("/"))
-    return any(
-        p.get("V", "").strip() == EMERGENCY_PRIORITY for p in identified.payload.iterfind(f".//{path}")
-    )
+    return any(p.get("V", "").strip() == EMERGENCY_PRIORITY for p in identified.payload.iterfind(f".//{path}"))
