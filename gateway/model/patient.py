@@ -51,7 +51,7 @@ def read_msghead_patient(patient: etree._Element | None) -> Patient | None:
     if patient is None:
         return None
     q = f"{{{MSGHEAD_NS}}}"
-    has_name = bool(_text(patient.find(q + "FamilyName")) and _text(patient.find(q + "GivenName")))
+    has_name = bool(_text(patient.find(q + "FamilyName")))  # a given name may be unknown
     ids = []
     for ident in patient.findall(q + "Ident"):
         value = _text(ident.find(q + "Id"))
