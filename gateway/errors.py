@@ -191,6 +191,9 @@ class SecurityError(GatewayError):
     apprec_code: ClassVar[str | None] = "S99"
     transport_condition: ClassVar[str | None] = "transport:invalid-cms-pkcs"
     http_status = 422
+    #: the decrypted but unverified content, when decryption worked and the signer is what failed
+    #: (S01-S03): the inbound pipeline needs its MsgHead to answer with a negative AppRec
+    content: bytes | None = None
 
 
 class SignatureInvalid(SecurityError):

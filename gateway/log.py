@@ -22,7 +22,7 @@ __all__ = ["FORBIDDEN_KEYS", "configure", "get_logger", "redact"]
 FORBIDDEN_KEYS = frozenset({"payload", "body", "document", "xml", "patient", "name", "fnr", "national_id"})
 
 # 11 digits standing alone: a fødselsnummer, D-number, H-number or a synthetic one.
-_NATIONAL_ID = re.compile(r"(?<!\d)\d{6}\s?\d{5}(?!\d)")
+_NATIONAL_ID = re.compile(r"(?<![0-9A-Za-z])\d{6}\s?\d{5}(?![0-9A-Za-z])")
 _REDACTED = "[redacted]"
 
 
@@ -68,4 +68,4 @@ def configure(*, fmt: Literal["auto", "json", "console"] = "auto", level: str = 
 
 def get_logger(name: str) -> Any:
     """A bound structlog logger for one module."""
-    return structlog.get_logger(logger=name)
+    return structlog.get_logger(name)

@@ -19,7 +19,7 @@ from typing import Literal
 
 from gateway.errors import ConfigError
 
-__all__ = ["Certificates", "Organisation", "Party", "Register", "load_register"]
+__all__ = ["Certificates", "Organisation", "Party", "Register", "dump_register", "load_register"]
 
 Delivery = Literal["inbox", "folder", "callback"]
 AppRecMode = Literal["gateway", "ehr"]
@@ -217,3 +217,36 @@ def _her(value: object, where: str) -> str:
 
 def _opt_str(value: object) -> str | None:
     return None if value in (None, "") else str(value)
+
+
+def dump_register(register: Register) -> str:
+    """The register as a region file (the replay harness writes the simulated region's this way)."""
+
+    def q(value: object) -> str:
+        return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [f"[region]\nname = {q(register.name)}\n"]
+    for p in register:
+        lines.append("[[party]]")
+        lines.append(f"her_id = {q(p.her_id)}")
+        lines.append(f"name = {q(p.name)}")
+        lines.append(f"kind = {q(p.kind)}")
+        lines.append(f"organisation = {{ her_id = {q(p.organisation.her_id)}, name = {q(p.organisation.name)} }}")
+        lines.append(f"location = {q('local' if p.local else 'remote')}")
+        if not p.local:
+            lines.append(f"adapter = {q(p.adapter or 'http')}")
+            if p.endpoint:
+                lines.append(f"endpoint = {q(p.endpoint)}")
+        else:
+            lines.append(f"delivery = {q(p.delivery)}")
+            lines.append(f"apprec = {q(p.apprec)}")
+            if p.folder:
+                lines.append(f"folder = {q(p.folder)}")
+            if p.callback_url:
+                lines.append(f"callback_url = {q(p.callback_url)}")
+        certs = {k: v for k, v in p.certificates.__dict__.items() if v is not None}
+        if certs:
+            inner = ", ".join(f"{k} = {q(v)}" for k, v in certs.items())
+            lines.append(f"certificates = {{ {inner} }}")
+        lines.append("")
+    return "\n".join(lines)

@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import validate
+from gateway.cli import pki, protect, validate
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
 
-_COMMANDS = [validate]
+_COMMANDS = [validate, pki, protect]
 
 
 def build_parser() -> argparse.ArgumentParser:
