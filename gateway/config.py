@@ -30,6 +30,7 @@ __all__ = [
     "PROJECT_ROOT",
     "ApiSettings",
     "DeliverySettings",
+    "DropFolderSettings",
     "GatewaySettings",
     "HousekeepingSettings",
     "LogSettings",
@@ -153,6 +154,16 @@ class HousekeepingSettings:
 
 
 @dataclass(frozen=True)
+class DropFolderSettings:
+    """A folder a local EHR drops messages into (instead of POST /v1/messages), for the senders listed."""
+
+    path: Path
+    senders: tuple[str, ...] = ()
+    name: str = ""
+    poll_interval_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the gateway is configured with. ``source`` is the file it was read from."""
 
@@ -165,6 +176,8 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     receipts: ReceiptSettings = ReceiptSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
+    adapters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    drop_folders: tuple[DropFolderSettings, ...] = ()
     source: Path | None = None
 
     @property
@@ -202,7 +215,9 @@ def load_settings(
     chosen_dir = Path(data_dir) if data_dir else gw.data_dir
     gw = dataclasses.replace(
         gw,
-        data_dir=(chosen_dir if chosen_dir.is_absolute() else (Path.cwd() if data_dir else base) / chosen_dir),
+        data_dir=(
+            chosen_dir if chosen_dir.is_absolute() else (Path.cwd() if data_dir else base) / chosen_dir
+        ).resolve(),
         region=gw.region if gw.region.is_absolute() else base / gw.region,
     )
     return dataclasses.replace(settings, gateway=gw, source=source.resolve())
@@ -264,12 +279,14 @@ def _convert(hint: Any, value: Any, where: str, base: Path) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a table.")
         return {str(k): _convert(args[1], v, f"{where}.{k}", base) for k, v in value.items()}
+    if hint is Any:
+        return value
     if hint is Path:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a path string.")
         p = Path(value)
         # data-dir things (pki/...) stay relative; they are resolved against the data dir when used
-        return p if p.is_absolute() or where.startswith("security.") else base / p
+        return p if p.is_absolute() or where.startswith("security.") else (base / p).resolve()
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false.")

@@ -1,0 +1,164 @@
+"""The ``Transport`` contract every adapter fulfils, and the registry that finds adapters by name.
+
+A *packet* is what travels: the (protected) message bytes plus the routing metadata of NHN's AMQP profile
+(messageId, fromHerId, toHerId, contentType, applicationTimeStamp and the 8279 Type as subject). An adapter
+``send``s packets and raises :class:`~gateway.errors.TransportError` when trying again later may help, or
+:class:`~gateway.errors.PermanentDeliveryError` when it cannot. Adapters that also receive hand each packet
+to one :data:`InboundHandler` and acknowledge their peer only after it returns.
+
+Built-in adapters are found by name (``memory``, ``http``, ``folder``); third parties register theirs
+under the entry-point group ``gateway.adapters``::
+
+    [project.entry-points."gateway.adapters"]
+    amqp = "my_package.amqp:AmqpTransport"
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import entry_points
+from types import TracebackType
+from typing import Any, ClassVar
+
+from gateway.errors import ConfigError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "InboundHandler",
+    "InboundResult",
+    "Packet",
+    "Transport",
+    "TransportContext",
+    "adapter_class",
+    "known_adapters",
+]
+
+ENTRY_POINT_GROUP = "gateway.adapters"
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One message on the wire, with NHN's AMQP routing metadata."""
+
+    body: bytes
+    message_id: str  # transport message id (one per delivery; stays the same on retries)
+    from_her: str
+    to_her: str
+    content_type: str
+    subject: str  # the 8279 Type of the message inside
+    application_timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    destination: str = ""  # where the adapter sends it: a URL, a folder, a memory address
+
+    def headers(self) -> dict[str, str]:
+        """The metadata as HTTP-style headers (the http adapter and the folder sidecar use these)."""
+        return {
+            "X-Message-Id": self.message_id,
+            "X-From-Her-Id": self.from_her,
+            "X-To-Her-Id": self.to_her,
+            "X-Subject": self.subject,
+            "X-Application-Timestamp": self.application_timestamp.isoformat(),
+            "Content-Type": self.content_type,
+        }
+
+    @classmethod
+    def from_headers(cls, body: bytes, headers: Mapping[str, str], *, destination: str = "") -> Packet:
+        """Rebuild a packet from its headers; a missing or malformed field raises ``ValueError``."""
+        missing = [h for h in ("X-Message-Id", "X-From-Her-Id", "X-To-Her-Id", "Content-Type") if not headers.get(h)]
+        if missing:
+            raise ValueError(f"missing transport metadata: {', '.join(missing)}")
+        stamp = headers.get("X-Application-Timestamp")
+        return cls(
+            body=body,
+            message_id=headers["X-Message-Id"],
+            from_her=headers["X-From-Her-Id"].strip(),
+            to_her=headers["X-To-Her-Id"].strip(),
+            content_type=headers["Content-Type"],
+            subject=headers.get("X-Subject", ""),
+            application_timestamp=datetime.fromisoformat(stamp) if stamp else datetime.now(UTC),
+            destination=destination,
+        )
+
+
+@dataclass(frozen=True)
+class InboundResult:
+    """What the gateway says back to a peer about a received packet."""
+
+    accepted: bool  # stored durably (or a known duplicate): acknowledge the peer
+    retry_later: bool = False  # a temporary problem on our side: the peer should keep it and try again
+    condition: str | None = None  # NHN transport error condition when refused
+    code: str | None = None  # KITH code when there is one
+    event: str | None = None
+    message: str = ""
+    reference: str | None = None  # our id of the stored message
+
+
+#: The gateway's entry point for a received packet.
+InboundHandler = Callable[[Packet], Awaitable[InboundResult]]
+
+
+@dataclass(frozen=True)
+class TransportContext:
+    """What an adapter gets when it is built: its own settings table and the gateway's data directory."""
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    data_dir: str = ""
+    send_timeout_s: float = 30.0
+
+
+class Transport:
+    """Base class of every adapter: one core method, ``send``; the async context manager is written once."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, context: TransportContext | None = None) -> None:
+        self.context = context or TransportContext()
+
+    async def start(self, handler: InboundHandler) -> None:
+        """Begin receiving (adapters that only send need not override)."""
+
+    async def send(self, packet: Packet) -> None:
+        raise NotImplementedError(f"{type(self).__name__} cannot send")
+
+    async def aclose(self) -> None:
+        """Release connections, stop receiving."""
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+_BUILT_IN = {
+    "memory": "adapters.memory:MemoryTransport",
+    "http": "adapters.http:HttpTransport",
+    "folder": "adapters.folder:FolderTransport",
+}
+
+
+def known_adapters() -> dict[str, str]:
+    """Every adapter name this installation knows: built-ins, then the entry-point group's."""
+    found = dict(_BUILT_IN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
+
+
+def adapter_class(name: str) -> type[Transport]:
+    """The adapter class registered under ``name``, imported on first use."""
+    target = known_adapters().get(name)
+    if target is None:
+        raise ConfigError(f"No transport adapter named {name!r}; known: {', '.join(sorted(known_adapters()))}.")
+    module_name, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"Transport adapter {name!r} ({target}) cannot be loaded: {exc}.") from None
+    if not (isinstance(cls, type) and issubclass(cls, Transport)):
+        raise ConfigError(f"Transport adapter {name!r} ({target}) is not a Transport.")
+    return cls

@@ -1,0 +1,182 @@
+"""SQLite store, operator control and housekeeping: retry, cancel, pause/resume a route, pruning, upkeep.
+
+Every operator action is one transaction and leaves a trace line naming who did it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from gateway.errors import Conflict, NotFound
+from gateway.store.base import RouteState
+from gateway.store.sqlite_rows import refresh_summary, trace
+
+__all__ = [
+    "cancel",
+    "get_meta",
+    "pause",
+    "prune",
+    "queue_counts",
+    "resume",
+    "retry",
+    "retry_dead",
+    "route_states",
+    "set_meta",
+]
+
+_RETRYABLE_BY_OPERATOR = ("dead", "retrying", "queued", "cancelled")
+_FINISHED = ("acknowledged", "acknowledged-with-errors", "rejected", "dead", "cancelled", "delivered", "overdue")
+
+
+def _requeue(db: sqlite3.Connection, row: sqlite3.Row, *, actor: str, now: float, ttl_s: float, why: str) -> None:
+    db.execute(
+        """UPDATE deliveries SET state = 'queued', next_attempt_at = ?, attempts = 0, expires_at = ?,
+           lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
+        (now, now + ttl_s, now, row["id"]),
+    )
+    trace(
+        db,
+        row["message_id"],
+        now,
+        "queued",
+        "operator.retry",
+        f"{why} by {actor} (was {row['state']})",
+        delivery_id=row["id"],
+        actor=actor,
+    )
+    refresh_summary(db, row["message_id"], now)
+
+
+def retry(db: sqlite3.Connection, message_id: str, *, actor: str, now: float, ttl_s: float) -> int:
+    """Send a message's dead, waiting or cancelled deliveries again now, with a fresh attempt count."""
+    if db.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
+        raise NotFound(f"No message {message_id}.")
+    rows = db.execute(
+        f"SELECT * FROM deliveries WHERE message_id = ? AND state IN ({','.join('?' * len(_RETRYABLE_BY_OPERATOR))})",  # noqa: S608
+        (message_id, *_RETRYABLE_BY_OPERATOR),
+    ).fetchall()
+    if not rows:
+        raise Conflict(f"Message {message_id} has no delivery that can be retried (only dead, waiting or cancelled).")
+    for row in rows:
+        _requeue(db, row, actor=actor, now=now, ttl_s=ttl_s, why="retried")
+    return len(rows)
+
+
+def retry_dead(db: sqlite3.Connection, *, route: str | None, actor: str, now: float, ttl_s: float) -> int:
+    """Every dead delivery (of one route, a receiver HER-id) back in the queue."""
+    rows = db.execute(
+        "SELECT * FROM deliveries WHERE state = 'dead' AND (? IS NULL OR receiver_her = ?)", (route, route)
+    ).fetchall()
+    for row in rows:
+        _requeue(db, row, actor=actor, now=now, ttl_s=ttl_s, why="dead letter retried")
+    return len(rows)
+
+
+def cancel(db: sqlite3.Connection, message_id: str, *, actor: str, now: float) -> int:
+    """Stop sending a message: its waiting deliveries become cancelled."""
+    if db.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
+        raise NotFound(f"No message {message_id}.")
+    rows = db.execute(
+        "SELECT * FROM deliveries WHERE message_id = ? AND state IN ('queued', 'retrying', 'dead')", (message_id,)
+    ).fetchall()
+    if not rows:
+        raise Conflict(f"Message {message_id} has nothing left to cancel.")
+    for row in rows:
+        db.execute(
+            """UPDATE deliveries SET state = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+               WHERE id = ?""",
+            (now, row["id"]),
+        )
+        trace(
+            db,
+            message_id,
+            now,
+            "cancelled",
+            "operator.cancel",
+            f"cancelled by {actor} (was {row['state']})",
+            delivery_id=row["id"],
+            actor=actor,
+        )
+    refresh_summary(db, message_id, now)
+    return len(rows)
+
+
+def pause(db: sqlite3.Connection, route: str, *, actor: str, now: float) -> None:
+    db.execute(
+        """INSERT INTO routes (route, paused, paused_by, paused_at) VALUES (?, 1, ?, ?)
+           ON CONFLICT(route) DO UPDATE SET paused = 1, paused_by = excluded.paused_by,
+           paused_at = excluded.paused_at""",
+        (route, actor, now),
+    )
+    _trace_route(db, route, now, "operator.pause", f"route {route} paused by {actor}", actor)
+
+
+def resume(db: sqlite3.Connection, route: str, *, actor: str, now: float) -> None:
+    db.execute("UPDATE routes SET paused = 0, paused_by = NULL, paused_at = NULL WHERE route = ?", (route,))
+    db.execute(
+        "UPDATE deliveries SET next_attempt_at = MIN(next_attempt_at, ?) WHERE receiver_her = ? AND state = 'queued'",
+        (now, route),
+    )
+    _trace_route(db, route, now, "operator.resume", f"route {route} resumed by {actor}", actor)
+
+
+def _trace_route(db: sqlite3.Connection, route: str, now: float, event: str, reason: str, actor: str) -> None:
+    """A pause or resume shows in the trace of every message waiting on the route."""
+    for row in db.execute(
+        "SELECT id, message_id, state FROM deliveries WHERE receiver_her = ? AND state IN ('queued', 'retrying')",
+        (route,),
+    ).fetchall():
+        trace(db, row["message_id"], now, row["state"], event, reason, delivery_id=row["id"], actor=actor)
+
+
+def route_states(db: sqlite3.Connection) -> list[RouteState]:
+    rows = db.execute(
+        """SELECT r.route, COALESCE(p.paused, 0) AS paused, p.paused_by, COALESCE(p.consecutive_failures, 0) AS f,
+                  p.open_until, p.down_since
+           FROM (SELECT DISTINCT receiver_her AS route FROM deliveries WHERE state IN ('queued', 'retrying', 'dead')
+                 UNION SELECT route FROM routes) r
+           LEFT JOIN routes p ON p.route = r.route ORDER BY r.route"""
+    ).fetchall()
+    return [
+        RouteState(r["route"], bool(r["paused"]), r["paused_by"], r["f"], r["open_until"], r["down_since"])
+        for r in rows
+    ]
+
+
+def queue_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+    """Per route: how many deliveries in each state that still needs the worker or an operator."""
+    found: dict[str, dict[str, int]] = {}
+    for row in db.execute(
+        """SELECT receiver_her, state, COUNT(*) FROM deliveries
+           WHERE state IN ('queued', 'retrying', 'dead', 'sent', 'overdue') GROUP BY receiver_her, state"""
+    ):
+        found.setdefault(row[0], {})[row[1]] = row[2]
+    return found
+
+
+def prune(db: sqlite3.Connection, *, before: float, now: float) -> int:
+    """Drop the payload of finished messages older than ``before``; their metadata and trace stay."""
+    placeholders = ",".join("?" * len(_FINISHED))
+    rows = db.execute(
+        f"""SELECT m.id, m.state FROM messages m WHERE m.payload IS NOT NULL AND m.created_at < ?
+            AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
+                            AND d.state NOT IN ({placeholders}))
+            AND m.state NOT IN ('queued', 'retrying', 'received', 'accepted')""",  # noqa: S608
+        (before, *_FINISHED),
+    ).fetchall()
+    for row in rows:
+        db.execute("UPDATE messages SET payload = NULL, updated_at = ? WHERE id = ?", (now, row["id"]))
+        trace(db, row["id"], now, row["state"], "message.pruned", "payload dropped after the retention period")
+    return len(rows)
+
+
+def get_meta(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )

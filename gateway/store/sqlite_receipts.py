@@ -1,0 +1,210 @@
+"""SQLite store, the receipt loop and the EHR inbox: AppRecs matched to deliveries, EHR-decided AppRecs,
+the inbox the EHR pulls from, and receipt deadlines. Each function runs in one transaction the caller holds.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from gateway.errors import Conflict, NotFound
+from gateway.store.base import (
+    AppRecOutcome,
+    DeliveryState,
+    MessageRecord,
+    MessageState,
+    NewDelivery,
+    NewMessage,
+)
+from gateway.store.sqlite_rows import insert_message, message_record, refresh_summary, take_duplicate, trace
+
+__all__ = [
+    "ack_inbox",
+    "add_apprec_for",
+    "apply_apprec",
+    "inbox",
+    "mark_overdue",
+    "mark_receipt_warnings",
+]
+
+_OUTCOME = {"1": DeliveryState.ACKNOWLEDGED, "2": DeliveryState.REJECTED, "3": DeliveryState.ACKNOWLEDGED_WITH_ERRORS}
+# an AppRec settles a delivery that is still waiting for it (or was sent again after a lease ran out)
+_WAITING = ("queued", "retrying", "sent", "overdue", "dead")
+
+
+def apply_apprec(
+    db: sqlite3.Connection,
+    message: NewMessage,
+    *,
+    original_msg_id: str | None,
+    original_sender_her_ids: Sequence[str],
+    answering_her_ids: Sequence[str],
+    outcome: AppRecOutcome | None,
+    now: float,
+) -> tuple[MessageRecord, str | None, bool]:
+    """Store a received AppRec and settle the delivery it answers: (record, matched message id, created)."""
+    existing = take_duplicate(db, message, now)
+    if existing is not None:
+        return existing, existing.apprec_of, False
+    row = None
+    if outcome is not None and original_msg_id and answering_her_ids and original_sender_her_ids:
+        answering = ",".join("?" * len(answering_her_ids))
+        senders = ",".join("?" * len(original_sender_her_ids))
+        row = db.execute(
+            f"""SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id
+                WHERE m.direction = 'out' AND m.msg_id = ? AND m.sender_her IN ({senders})
+                  AND d.receiver_her IN ({answering})
+                ORDER BY d.id DESC LIMIT 1""",  # noqa: S608 - only "?" placeholders are formatted in
+            (original_msg_id, *original_sender_her_ids, *answering_her_ids),
+        ).fetchone()
+    matched = row["message_id"] if row is not None else None
+    state = message.state
+    if message.state is MessageState.RECEIVED and matched is None:
+        state = MessageState.UNMATCHED
+    stored = NewMessage(**{**message.__dict__, "state": state, "apprec_of": matched})
+    record = insert_message(db, stored, [], now)
+    if row is not None and outcome is not None:
+        new_state = _OUTCOME[outcome.status]
+        codes = ", ".join(f"{code} {text}".strip() for code, text in outcome.errors)
+        if row["state"] in _WAITING:
+            db.execute(
+                """UPDATE deliveries SET state = ?, apprec_status = ?, apprec_errors = ?, apprec_message_id = ?,
+                   apprec_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
+                (
+                    str(new_state),
+                    outcome.status,
+                    json.dumps([list(e) for e in outcome.errors]),
+                    record.id,
+                    now,
+                    now,
+                    row["id"],
+                ),
+            )
+            reason = f"AppRec status {outcome.status} from {row['receiver_her']}" + (f": {codes}" if codes else "")
+        else:
+            new_state = DeliveryState(row["state"])
+            reason = f"another AppRec from {row['receiver_her']} (status {outcome.status}) after it was settled"
+        trace(
+            db,
+            row["message_id"],
+            now,
+            str(new_state),
+            f"apprec.{_OUTCOME[outcome.status]}",
+            reason,
+            delivery_id=row["id"],
+            detail={"apprec_message_id": record.id},
+        )
+        refresh_summary(db, row["message_id"], now)
+    return record, matched, True
+
+
+def add_apprec_for(
+    db: sqlite3.Connection,
+    message_id: str,
+    follow_up: tuple[NewMessage, Sequence[NewDelivery]],
+    *,
+    actor: str,
+    now: float,
+) -> None:
+    """Queue the EHR's AppRec for a received message: one per message and receiver, never two."""
+    row = db.execute("SELECT * FROM messages WHERE id = ? AND direction = 'in'", (message_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"No received message {message_id}.")
+    if row["state"] not in (MessageState.RECEIVED, MessageState.DELIVERED):
+        raise Conflict(f"Message {message_id} is {row['state']}; it gets no AppRec from the EHR.")
+    earlier = db.execute("SELECT id FROM messages WHERE apprec_of = ? AND direction = 'out'", (message_id,)).fetchone()
+    if earlier is not None:
+        raise Conflict(f"Message {message_id} is already answered by AppRec {earlier['id']}; one AppRec per message.")
+    message, deliveries = follow_up
+    insert_message(db, message, deliveries, now)
+    trace(
+        db,
+        message_id,
+        now,
+        row["state"],
+        "apprec.queued",
+        message.reason,
+        actor=actor,
+        detail={"apprec_message_id": message.id},
+    )
+
+
+def inbox(db: sqlite3.Connection, receiver_her: str, limit: int) -> list[MessageRecord]:
+    """Received messages the EHR of ``receiver_her`` has not acknowledged yet, oldest first."""
+    rows = db.execute(
+        """SELECT m.* FROM deliveries d JOIN messages m ON m.id = d.message_id
+           WHERE d.state = 'inbox' AND d.receiver_her = ? ORDER BY d.id LIMIT ?""",
+        (receiver_her, limit),
+    ).fetchall()
+    return [message_record(r) for r in rows]
+
+
+def ack_inbox(db: sqlite3.Connection, message_id: str, *, actor: str, now: float) -> bool:
+    """The EHR has taken the message: delivered. Idempotent; False when it was already acknowledged."""
+    row = db.execute(
+        "SELECT * FROM deliveries WHERE message_id = ? AND channel = 'ehr:inbox'", (message_id,)
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"Message {message_id} is not in any inbox.")
+    if row["state"] == DeliveryState.DELIVERED:
+        return False
+    db.execute(
+        "UPDATE deliveries SET state = 'delivered', sent_at = ?, updated_at = ? WHERE id = ?", (now, now, row["id"])
+    )
+    db.execute(
+        "UPDATE messages SET state = ?, updated_at = ? WHERE id = ? AND state = 'received'",
+        (str(MessageState.DELIVERED), now, message_id),
+    )
+    trace(
+        db,
+        message_id,
+        now,
+        "delivered",
+        "delivery.delivered",
+        f"taken from the inbox by {actor}",
+        delivery_id=row["id"],
+        actor=actor,
+    )
+    return True
+
+
+def mark_overdue(db: sqlite3.Connection, now: float) -> list[tuple[str, int, str]]:
+    """Sent deliveries whose AppRec deadline passed: overdue, once. Returns (message, delivery, receiver)."""
+    rows = db.execute(
+        "SELECT * FROM deliveries WHERE state = 'sent' AND deadline_at IS NOT NULL AND deadline_at <= ?", (now,)
+    ).fetchall()
+    for row in rows:
+        db.execute("UPDATE deliveries SET state = 'overdue', updated_at = ? WHERE id = ?", (now, row["id"]))
+        trace(
+            db,
+            row["message_id"],
+            now,
+            "overdue",
+            "delivery.overdue",
+            f"no AppRec from {row['receiver_her']} by the deadline; the sender must treat it as not received",
+            delivery_id=row["id"],
+        )
+        refresh_summary(db, row["message_id"], now)
+    return [(r["message_id"], r["id"], r["receiver_her"]) for r in rows]
+
+
+def mark_receipt_warnings(db: sqlite3.Connection, now: float) -> list[tuple[str, int, str]]:
+    """Sent deliveries past their warning threshold, warned once."""
+    rows = db.execute(
+        """SELECT * FROM deliveries WHERE state = 'sent' AND warned = 0 AND warn_at IS NOT NULL AND warn_at <= ?
+           AND (deadline_at IS NULL OR deadline_at > ?)""",
+        (now, now),
+    ).fetchall()
+    for row in rows:
+        db.execute("UPDATE deliveries SET warned = 1 WHERE id = ?", (row["id"],))
+        trace(
+            db,
+            row["message_id"],
+            now,
+            "sent",
+            "delivery.receipt_late",
+            f"no AppRec from {row['receiver_her']} yet; the deadline is near",
+            delivery_id=row["id"],
+        )
+    return [(r["message_id"], r["id"], r["receiver_her"]) for r in rows]

@@ -1,0 +1,155 @@
+"""The SQLite store on a real file: durable accept, dedupe, leases that expire, ordered lanes, fencing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.store.base import DeliveryState, Direction, MessageState, NewDelivery, NewMessage
+from gateway.store.sqlite import SqliteStore
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture(name="store")
+async def _store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with SqliteStore(tmp_path / "gateway.sqlite") as store:
+        yield store
+
+
+def message(msg_id: str | None = None, *, sender: str = "7100101", payload: bytes = b"<m/>") -> NewMessage:
+    msg_id = msg_id or str(uuid.uuid4())
+    return NewMessage(
+        id=uuid.uuid4().hex,
+        direction=Direction.OUT,
+        kind="dialogmelding-1.1",
+        msg_type="DIALOG_HELSEFAGLIG",
+        msg_id=msg_id,
+        sender_her=sender,
+        receiver_her="7200101",
+        state=MessageState.ACCEPTED,
+        payload=payload,
+        client="test",
+        dedupe_key=f"out|{sender}|{msg_id}",
+    )
+
+
+def to(receiver: str = "7200101", *, ordered: bool = True) -> NewDelivery:
+    return NewDelivery(receiver, "PRIM", "memory", ordered=ordered)
+
+
+class TestAccept:
+    async def test_survives_reopen(self, tmp_path: Path) -> None:
+        """What add_message returned is on disk: a new connection reads it back."""
+        path = tmp_path / "g.sqlite"
+        async with SqliteStore(path) as store:
+            record, created = await store.add_message(message(), [to()], now=NOW)
+        async with SqliteStore(path) as store:
+            view = await store.get(record.id)
+        assert created and view is not None and view.message.state == MessageState.QUEUED
+        assert [d.state for d in view.deliveries] == [DeliveryState.QUEUED]
+
+    async def test_dedupe_key(self, store: SqliteStore) -> None:
+        """The same dedupe key returns the first record, counts and traces the duplicate."""
+        first, _ = await store.add_message(message("a"), [to()], now=NOW)
+        again, created = await store.add_message(message("a"), [to()], now=NOW + 1)
+        assert not created and again.id == first.id and again.duplicates == 1
+        view = await store.get(first.id)
+        assert view is not None and len(view.deliveries) == 1
+        assert view.trace[-1].event == "message.duplicate"
+
+
+class TestLeases:
+    async def test_claim_is_exclusive_until_the_lease_expires(self, store: SqliteStore) -> None:
+        """A leased delivery is not claimed again until its lease runs out; then it is, attempt 2."""
+        await store.add_message(message(), [to()], now=NOW)
+        [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
+        assert claim.delivery.attempts == 1
+        assert await store.claim_due(owner="b", now=NOW + 10, limit=10, lease_s=30) == []
+        assert await store.expired_leases(now=NOW + 31) == 1
+        [again] = await store.claim_due(owner="b", now=NOW + 31, limit=10, lease_s=30)
+        assert again.delivery.id == claim.delivery.id and again.delivery.attempts == 2
+        # the first worker's late result does not count: the lease is b's now
+        assert not await store.mark_sent(claim.delivery.id, owner="a", now=NOW + 32, reason="late")
+        assert await store.mark_sent(claim.delivery.id, owner="b", now=NOW + 32, reason="ok")
+        view = await store.get(claim.message.id)
+        assert view is not None and "delivery.lease_expired" in [t.event for t in view.trace]
+
+    async def test_release_gives_back_unstarted_work(self, store: SqliteStore) -> None:
+        """On shutdown the owner releases its leases; the work is due again at once."""
+        await store.add_message(message(), [to()], now=NOW)
+        await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
+        assert await store.release_leases("a", now=NOW + 1) == 1
+        [claim] = await store.claim_due(owner="b", now=NOW + 1, limit=10, lease_s=30)
+        assert claim.delivery.attempts == 1
+
+
+class TestLanes:
+    async def test_ordered_lane_goes_one_at_a_time_in_acceptance_order(self, store: SqliteStore) -> None:
+        """Ny -> Endring -> Kansellering: the second waits while the first is in flight or retrying."""
+        ids = [(await store.add_message(message(f"m{i}"), [to()], now=NOW + i))[0].id for i in range(3)]
+        [first] = await store.claim_due(owner="w", now=NOW + 10, limit=10, lease_s=30)
+        assert first.message.id == ids[0]
+        assert await store.claim_due(owner="w", now=NOW + 10, limit=10, lease_s=30) == []
+        await store.reschedule(
+            first.delivery.id, owner="w", now=NOW + 11, next_attempt_at=NOW + 100, code="x", error="peer down"
+        )
+        assert await store.claim_due(owner="w", now=NOW + 50, limit=10, lease_s=30) == []  # holds its lane
+        [again] = await store.claim_due(owner="w", now=NOW + 100, limit=10, lease_s=30)
+        assert again.message.id == ids[0]
+        await store.mark_dead(again.delivery.id, owner="w", now=NOW + 101, code="S02", error="expired")
+        [second] = await store.claim_due(owner="w", now=NOW + 101, limit=10, lease_s=30)  # dead releases it
+        assert second.message.id == ids[1]
+
+    async def test_lanes_do_not_block_each_other(self, store: SqliteStore) -> None:
+        """Another sender or receiver is another lane; unordered routes send in parallel."""
+        await store.add_message(message("a", sender="7100101"), [to()], now=NOW)
+        await store.add_message(message("b", sender="7100201"), [to()], now=NOW)
+        await store.add_message(message("c", sender="7100301"), [to(ordered=False)], now=NOW)
+        await store.add_message(message("d", sender="7100301"), [to(ordered=False)], now=NOW)
+        claims = await store.claim_due(owner="w", now=NOW, limit=10, lease_s=30)
+        assert sorted(c.message.msg_id or "" for c in claims) == ["a", "b", "c", "d"]
+
+    async def test_paused_route_is_not_claimed(self, store: SqliteStore) -> None:
+        """A paused route keeps its messages until it is resumed; the trace says who did it."""
+        record, _ = await store.add_message(message(), [to()], now=NOW)
+        await store.pause("7200101", actor="ops", now=NOW)
+        assert await store.claim_due(owner="w", now=NOW + 1, limit=10, lease_s=30) == []
+        await store.resume("7200101", actor="ops", now=NOW + 2)
+        assert len(await store.claim_due(owner="w", now=NOW + 2, limit=10, lease_s=30)) == 1
+        view = await store.get(record.id)
+        assert view is not None
+        assert [(t.event, t.actor) for t in view.trace if t.event.startswith("operator.")] == [
+            ("operator.pause", "ops"),
+            ("operator.resume", "ops"),
+        ]
+
+
+class TestOperator:
+    async def test_dead_letter_retried_and_cancelled(self, store: SqliteStore) -> None:
+        """A dead delivery keeps its payload; an operator retries it with fresh attempts, or cancels it."""
+        record, _ = await store.add_message(message(), [to()], now=NOW)
+        [claim] = await store.claim_due(owner="w", now=NOW, limit=1, lease_s=30)
+        await store.mark_dead(claim.delivery.id, owner="w", now=NOW + 1, code="S02", error="expired certificate")
+        assert await store.payload(record.id) == b"<m/>"
+        assert await store.retry_dead(route="7200101", actor="ops", now=NOW + 2, ttl_s=3600) == 1
+        [claim] = await store.claim_due(owner="w", now=NOW + 2, limit=1, lease_s=30)
+        assert claim.delivery.attempts == 1 and claim.delivery.expires_at == NOW + 2 + 3600
+        await store.release_leases("w", now=NOW + 3)
+        assert await store.cancel(record.id, actor="ops", now=NOW + 4) == 1
+        view = await store.get(record.id)
+        assert view is not None and view.message.state == MessageState.CANCELLED
+
+    async def test_prune_drops_payload_keeps_trace(self, store: SqliteStore) -> None:
+        """After the retention period a finished message loses its payload, not its metadata or trace."""
+        record, _ = await store.add_message(message(), [to()], now=NOW)
+        [claim] = await store.claim_due(owner="w", now=NOW, limit=1, lease_s=30)
+        await store.mark_dead(claim.delivery.id, owner="w", now=NOW, code="x", error="y")
+        assert await store.prune(before=NOW - 1, now=NOW) == 0
+        assert await store.prune(before=NOW + 1, now=NOW + 2) == 1
+        view = await store.get(record.id)
+        assert view is not None and view.message.payload_pruned and await store.payload(record.id) is None
+        assert view.trace[-1].event == "message.pruned"
