@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import pki, protect, validate
+from gateway.cli import client, parties, pki, protect, queue, replay, serve, validate
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
 
-_COMMANDS = [validate, pki, protect]
+_COMMANDS = [serve, validate, parties, client, queue, replay, pki, protect]
 
 
 def build_parser() -> argparse.ArgumentParser:

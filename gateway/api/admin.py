@@ -1,0 +1,134 @@
+"""``/v1/admin``: see and steer the queue (admin tokens only; the dev token is one).
+
+Every action is recorded in the trace of each message it touches, with the client's name as the actor.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from aiohttp import web
+
+from gateway.api.keys import GATEWAY
+from gateway.api.messages import client_of
+from gateway.api.views import iso, message_json, view_json
+from gateway.errors import BadRequest, Forbidden, NotFound
+from gateway.pipeline.outbound import Client
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+def admin_of(request: web.Request) -> Client:
+    client = client_of(request)
+    if not client.admin:
+        raise Forbidden(f"Client {client.name} has no admin rights.")
+    return client
+
+
+def _since(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise BadRequest("since must be an ISO 8601 time, e.g. 2026-11-22T08:00:00+00:00.") from None
+
+
+@routes.get("/v1/admin/queue")
+async def queue(request: web.Request) -> web.Response:
+    admin_of(request)
+    q = request.query
+    page = await request.app[GATEWAY].store.list_messages(
+        state=q.get("state") or None,
+        route=q.get("route") or None,
+        direction=q.get("direction") or None,
+        kind=q.get("kind") or None,
+        since=_since(q.get("since")),
+        limit=min(int(q.get("limit", "100") or 100), 1000),
+        cursor=q.get("cursor") or None,
+    )
+    return web.json_response({"items": [message_json(m) for m in page.items], "next_cursor": page.next_cursor})
+
+
+@routes.get("/v1/admin/messages/{id}")
+async def show(request: web.Request) -> web.Response:
+    admin_of(request)
+    view = await request.app[GATEWAY].store.get(request.match_info["id"])
+    if view is None:
+        raise NotFound(f"No message {request.match_info['id']}.")
+    return web.json_response(view_json(view))
+
+
+@routes.post("/v1/admin/messages/{id}/retry")
+async def retry(request: web.Request) -> web.Response:
+    client = admin_of(request)
+    gateway = request.app[GATEWAY]
+    count = await gateway.store.retry(
+        request.match_info["id"], actor=client.name, now=gateway.clock.now(), ttl_s=gateway.settings.retry.ttl_h * 3600
+    )
+    gateway.worker.notify()
+    return web.json_response({"id": request.match_info["id"], "requeued": count})
+
+
+@routes.post("/v1/admin/retry-dead")
+async def retry_dead(request: web.Request) -> web.Response:
+    client = admin_of(request)
+    gateway = request.app[GATEWAY]
+    route = request.query.get("route") or None
+    count = await gateway.store.retry_dead(
+        route=route, actor=client.name, now=gateway.clock.now(), ttl_s=gateway.settings.retry.ttl_h * 3600
+    )
+    gateway.worker.notify()
+    return web.json_response({"route": route, "requeued": count})
+
+
+@routes.post("/v1/admin/messages/{id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    client = admin_of(request)
+    gateway = request.app[GATEWAY]
+    count = await gateway.store.cancel(request.match_info["id"], actor=client.name, now=gateway.clock.now())
+    return web.json_response({"id": request.match_info["id"], "cancelled": count})
+
+
+@routes.post("/v1/admin/routes/{route}/pause")
+async def pause(request: web.Request) -> web.Response:
+    client = admin_of(request)
+    gateway = request.app[GATEWAY]
+    await gateway.store.pause(request.match_info["route"], actor=client.name, now=gateway.clock.now())
+    return web.json_response({"route": request.match_info["route"], "paused": True})
+
+
+@routes.post("/v1/admin/routes/{route}/resume")
+async def resume(request: web.Request) -> web.Response:
+    client = admin_of(request)
+    gateway = request.app[GATEWAY]
+    await gateway.store.resume(request.match_info["route"], actor=client.name, now=gateway.clock.now())
+    gateway.worker.notify()
+    return web.json_response({"route": request.match_info["route"], "paused": False})
+
+
+@routes.get("/v1/admin/routes")
+async def route_list(request: web.Request) -> web.Response:
+    admin_of(request)
+    gateway = request.app[GATEWAY]
+    counts = await gateway.store.queue_counts()
+    states = {r.route: r for r in await gateway.store.routes()}
+    breaker = gateway.worker.breaker
+    items = []
+    for route in sorted(set(counts) | set(states)):
+        health = breaker.routes.get(route)
+        circuit = "open" if breaker.is_open(route) else ("probing" if health and health.down_since else "closed")
+        items.append(
+            {
+                "route": route,
+                "paused": bool(states.get(route) and states[route].paused),
+                "paused_by": states[route].paused_by if route in states else None,
+                "circuit": circuit,
+                "down_since": iso(health.down_since) if health else None,
+                "consecutive_failures": health.failures if health else 0,
+                "deliveries": counts.get(route, {}),
+            }
+        )
+    return web.json_response({"items": items})

@@ -1,0 +1,91 @@
+"""``/v1/messages``: hand a message in, follow it, fetch its document; and ``/healthz``."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from gateway.api.auth import may_see
+from gateway.api.keys import AUTH, GATEWAY
+from gateway.api.views import message_json, summary_json, view_json
+from gateway.errors import BadRequest, NotFound
+from gateway.pipeline.outbound import Client
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+_STARTED = time.time()
+
+
+def client_of(request: web.Request) -> Client:
+    return request.app[AUTH].client(request.headers.get("Authorization"))
+
+
+@routes.post("/v1/messages")
+async def submit(request: web.Request) -> web.Response:
+    client = client_of(request)
+    body = await request.read()
+    if not body:
+        raise BadRequest("POST the KITH XML message as the request body.")
+    record, created = await request.app[GATEWAY].submit(body, client)
+    return web.json_response(
+        summary_json(record), status=202 if created else 200, headers={"Location": f"/v1/messages/{record.id}"}
+    )
+
+
+@routes.get("/v1/messages/{id}")
+async def status(request: web.Request) -> web.Response:
+    client = client_of(request)
+    view = await request.app[GATEWAY].store.get(request.match_info["id"])
+    if view is None or not may_see(client, view.message):
+        raise NotFound(f"No message {request.match_info['id']}.")
+    return web.json_response(view_json(view))
+
+
+@routes.get("/v1/messages")
+async def listing(request: web.Request) -> web.Response:
+    client = client_of(request)
+    q = request.query
+    try:
+        limit = min(max(int(q.get("limit", "50")), 1), 500)
+    except ValueError:
+        raise BadRequest("limit must be a whole number.") from None
+    page = await request.app[GATEWAY].store.list_messages(
+        state=q.get("state") or None,
+        kind=q.get("kind") or None,
+        direction=q.get("direction") or None,
+        route=q.get("route") or None,
+        limit=limit,
+        cursor=q.get("cursor") or None,
+    )
+    items = [message_json(m) for m in page.items if may_see(client, m)]
+    return web.json_response({"items": items, "next_cursor": page.next_cursor})
+
+
+@routes.get("/v1/messages/{id}/document")
+async def document(request: web.Request) -> web.Response:
+    client = client_of(request)
+    gateway = request.app[GATEWAY]
+    view = await gateway.store.get(request.match_info["id"])
+    if view is None or not may_see(client, view.message):
+        raise NotFound(f"No message {request.match_info['id']}.")
+    payload = await gateway.store.payload(view.message.id)
+    if payload is None:
+        raise NotFound(f"The document of message {view.message.id} has been pruned after the retention period.")
+    return web.Response(body=payload, content_type="application/xml")
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    counts = await gateway.store.counts()
+    return web.json_response(
+        {
+            "status": "ok",
+            "name": gateway.settings.gateway.name,
+            "uptime_s": round(time.time() - _STARTED, 1),
+            "queue": {k.removeprefix("deliveries."): v for k, v in counts.items() if k.startswith("deliveries.")},
+            "unchecked_kinds": gateway.core.unchecked_kinds(),
+        }
+    )

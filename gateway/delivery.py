@@ -1,0 +1,311 @@
+"""The delivery worker: claims due deliveries, sends each through its channel, records the outcome.
+
+Channels: ``local`` (a receiver served by this hub: handed to the hub's own inbound pipeline, no
+transport, no protection), an adapter name (the packet is signed and encrypted, then sent), ``ehr:folder``
+/ ``ehr:callback`` (a received message handed to the local EHR), ``unroutable`` (dead at once).
+
+Failures are read from the exception (the error tree): retryable ones are rescheduled by the route's
+retry policy until its attempts or time to live run out; the rest are dead at once with their code.
+Unknown exceptions are retried, never reported to a sender. Per route (receiver HER-id): at most
+``concurrency`` sends at a time, and a circuit breaker that opens after consecutive failures, lets one
+probe through at the backoff interval and logs one ``route.down`` and one ``route.up`` per incident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from adapters.base import InboundResult, Packet, Transport
+from gateway.clock import Clock
+from gateway.config import Settings
+from gateway.errors import GatewayError, NoRoute, PermanentDeliveryError, TransportError
+from gateway.log import get_logger
+from gateway.registry import Register
+from gateway.retry import policy_for
+from gateway.security.protection import MessageProtection
+from gateway.store.base import Claim, DeliveryState, Store
+
+__all__ = ["Breaker", "DeliveryWorker", "EhrHandoff"]
+
+log = get_logger(__name__)
+
+#: Hands a received message to a local EHR (folder or callback); raises like a transport.
+EhrHandoff = Callable[[Claim], Awaitable[None]]
+LocalInbound = Callable[[Packet], Awaitable[InboundResult]]
+
+_TRANSPORT_ID = uuid.UUID("6f1c1f0e-3b1a-4c55-9a8e-5b9d3f2c7a10")
+
+
+@dataclass
+class _RouteHealth:
+    failures: int = 0
+    open_until: float = 0.0
+    down_since: float | None = None
+    probes: int = 0
+
+
+class Breaker:
+    """Per-route circuit breaker: open after ``threshold`` consecutive failures, probed at the backoff."""
+
+    def __init__(self, threshold: int, clock: Clock) -> None:
+        self.threshold = threshold
+        self.clock = clock
+        self.routes: dict[str, _RouteHealth] = {}
+
+    def is_open(self, route: str) -> bool:
+        health = self.routes.get(route)
+        return health is not None and health.open_until > self.clock.now()
+
+    def success(self, route: str) -> None:
+        health = self.routes.pop(route, None)
+        if health is not None and health.down_since is not None:
+            log.info(
+                "route.up", route=route, down_s=round(self.clock.now() - health.down_since, 1), probes=health.probes
+            )
+
+    def failure(self, route: str, *, retry_in: float, reason: str, code: str) -> None:
+        health = self.routes.setdefault(route, _RouteHealth())
+        health.failures += 1
+        if health.failures < self.threshold:
+            return
+        now = self.clock.now()
+        if health.down_since is None:
+            health.down_since = now
+            log.error(
+                "route.down", code="route.down", route=route, failures=health.failures, reason=reason, error_code=code
+            )
+        else:
+            health.probes += 1
+        health.open_until = now + retry_in
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        register: Register,
+        settings: Settings,
+        protection: MessageProtection,
+        transports: Mapping[str, Transport],
+        local_inbound: LocalInbound,
+        ehr: EhrHandoff,
+        clock: Clock,
+        owner: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.register = register
+        self.settings = settings
+        self.protection = protection
+        self.transports = transports
+        self.local_inbound = local_inbound
+        self.ehr = ehr
+        self.clock = clock
+        self.owner = owner or f"worker-{uuid.uuid4().hex[:8]}"
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.breaker = Breaker(settings.retry.breaker_threshold, clock)
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._per_route: Counter[str] = Counter()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def notify(self) -> None:
+        """New work was stored: look for it now instead of at the next poll."""
+        self._wake.set()
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and send until :meth:`stop`; then let in-flight sends finish within the grace period."""
+        delivery = self.settings.delivery
+        while not self._stopping:
+            try:
+                started = await self.run_once()
+            except GatewayError as exc:  # the store is briefly unavailable: wait and go on
+                log.warning("worker.claim_failed", code=exc.event, error=exc.message)
+                started = 0
+            if started == 0:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delivery.poll_interval_s)
+            elif len(self._inflight) >= delivery.concurrency:
+                await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def run_once(self) -> int:
+        """Claim what is due now and start sending it; returns how many sends were started."""
+        delivery = self.settings.delivery
+        room = delivery.concurrency - len(self._inflight)
+        if room <= 0 or self._stopping:
+            return 0
+        claims = await self.store.claim_due(
+            owner=self.owner,
+            now=self.clock.now(),
+            limit=min(room, delivery.batch),
+            lease_s=delivery.lease_s,
+            exclude_routes=self._blocked_routes(),
+        )
+        for claim in claims:
+            route = claim.delivery.receiver_her
+            self._per_route[route] += 1
+            task = asyncio.create_task(self._process(claim), name=f"deliver:{claim.delivery.id}")
+            self._inflight[claim.delivery.id] = task
+            task.add_done_callback(self._on_done(claim.delivery.id, route))
+        return len(claims)
+
+    def _on_done(self, delivery_id: int, route: str) -> Callable[[asyncio.Task[None]], None]:
+        return lambda _task: self._done(delivery_id, route)
+
+    def _done(self, delivery_id: int, route: str) -> None:
+        self._inflight.pop(delivery_id, None)
+        self._per_route[route] -= 1
+        if self._per_route[route] <= 0:
+            del self._per_route[route]
+        self._wake.set()
+
+    def _blocked_routes(self) -> list[str]:
+        """Routes not to claim for now: open circuit, or as many sends in flight as the route allows."""
+        blocked = {route for route in self.breaker.routes if self.breaker.is_open(route)}
+        for route, count in self._per_route.items():
+            if count >= policy_for(self.settings.retry, route).concurrency:
+                blocked.add(route)
+        return sorted(blocked)
+
+    async def drain(self) -> None:
+        """Run until nothing is due or in flight (tests and the replay harness)."""
+        while True:
+            started = await self.run_once()
+            if self._inflight:
+                await asyncio.wait(list(self._inflight.values()))
+            elif started == 0:
+                return
+
+    async def stop(self) -> None:
+        """Stop claiming; wait for in-flight sends up to the grace period; release what is left."""
+        self._stopping = True
+        self._wake.set()
+        if self._inflight:
+            _done, pending = await asyncio.wait(
+                list(self._inflight.values()), timeout=self.settings.delivery.shutdown_grace_s
+            )
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        released = await self.store.release_leases(self.owner, now=self.clock.now())
+        log.info("worker.stopped", owner=self.owner, released=released)
+
+    # -- one delivery -------------------------------------------------------------------------------
+
+    async def _process(self, claim: Claim) -> None:
+        d, m = claim.delivery, claim.message
+        with structlog.contextvars.bound_contextvars(
+            message_id=m.id,
+            direction=str(m.direction),
+            kind=m.kind,
+            sender=m.sender_her,
+            receiver=d.receiver_her,
+            attempt=d.attempts,
+            channel=d.channel,
+        ):
+            try:
+                await self._send(claim)
+            except asyncio.CancelledError:
+                raise  # shutting down: the lease is released, the delivery comes back
+            except GatewayError as exc:
+                await self._failed(claim, exc)
+            except Exception as exc:  # unknown: retried, never reported to the sender
+                log.exception("delivery.unexpected_error", code="delivery.unexpected_error")
+                await self._failed(claim, TransportError(f"unexpected {type(exc).__name__}: {exc}"))
+            else:
+                await self._succeeded(claim)
+
+    async def _send(self, claim: Claim) -> None:
+        d, m = claim.delivery, claim.message
+        if d.channel == "local":
+            packet = self._packet(claim, claim.payload, "application/xml", "")
+            result = await self.local_inbound(packet)
+            if result.retry_later:
+                raise TransportError(f"the local receiver asks to try again later: {result.message}")
+            if not result.accepted:
+                raise PermanentDeliveryError(result.message, apprec_code=result.code, condition=result.condition)
+            return
+        if d.channel.startswith("ehr:"):
+            await self.ehr(claim)
+            return
+        transport = self.transports.get(d.channel)
+        party = self.register.get(d.receiver_her)
+        if transport is None or party is None or not party.endpoint:
+            raise NoRoute(f"No {d.channel} route to {d.receiver_her}: no adapter or endpoint is configured.")
+        body = self.protection.protect(
+            claim.payload,
+            sender_her=m.sender_her or "",
+            receiver_her=d.receiver_her,
+            at=datetime.fromtimestamp(self.clock.now(), UTC),
+        )
+        packet = self._packet(claim, body, self.protection.content_type, party.endpoint)
+        await asyncio.wait_for(transport.send(packet), timeout=self.settings.delivery.send_timeout_s)
+
+    def _packet(self, claim: Claim, body: bytes, content_type: str, destination: str) -> Packet:
+        return Packet(
+            body=body,
+            message_id=str(uuid.uuid5(_TRANSPORT_ID, f"{claim.message.id}:{claim.delivery.id}")),
+            from_her=claim.message.sender_her or "",
+            to_her=claim.delivery.receiver_her,
+            content_type=content_type,
+            subject=claim.message.msg_type or "",
+            application_timestamp=datetime.fromtimestamp(self.clock.now(), UTC),
+            destination=destination,
+        )
+
+    async def _succeeded(self, claim: Claim) -> None:
+        d = claim.delivery
+        ehr = d.channel.startswith("ehr:")
+        state = DeliveryState.DELIVERED if ehr else DeliveryState.SENT
+        reason = f"handed to the EHR ({d.channel})" if ehr else f"sent via {d.channel} on attempt {d.attempts}"
+        recorded = await asyncio.shield(
+            self.store.mark_sent(d.id, owner=self.owner, now=self.clock.now(), reason=reason, state=state)
+        )
+        self.breaker.success(d.receiver_her)
+        if recorded:
+            log.info(f"delivery.{state}")
+
+    async def _failed(self, claim: Claim, exc: GatewayError) -> None:
+        d = claim.delivery
+        now = self.clock.now()
+        code = (exc.peer_code if isinstance(exc, PermanentDeliveryError) and exc.peer_code else None) or (
+            exc.apprec_code or exc.event
+        )
+        policy = policy_for(self.settings.retry, d.receiver_her)
+        if exc.retryable:
+            when = policy.next_attempt_at(attempt=d.attempts, now=now, expires_at=d.expires_at, rng=self.rng)
+            self.breaker.failure(
+                d.receiver_her, retry_in=policy.delay(d.attempts, self.rng), reason=exc.message, code=exc.event
+            )
+            if when is not None:
+                await asyncio.shield(
+                    self.store.reschedule(
+                        d.id, owner=self.owner, now=now, next_attempt_at=when, code=code, error=exc.message
+                    )
+                )
+                log.warning("delivery.retrying", code=exc.event, next_attempt_in_s=round(when - now, 1))
+                return
+            why = "its time to live ran out" if d.attempts < policy.max_attempts else f"{d.attempts} attempts"
+            await asyncio.shield(
+                self.store.mark_dead(
+                    d.id, owner=self.owner, now=now, code=code, error=f"given up after {why}: {exc.message}"
+                )
+            )
+            log.error("delivery.dead", code="delivery.given_up", error_code=code, attempts=d.attempts)
+            return
+        await asyncio.shield(self.store.mark_dead(d.id, owner=self.owner, now=now, code=code, error=exc.message))
+        log.error("delivery.dead", code=exc.event, error_code=code)

@@ -1,0 +1,254 @@
+"""The receipt loop: the AppRecs this gateway sends, and the ones it receives and matches.
+
+Out: exactly one AppRec per received message and receiver (a copy receiver answers for itself, role COP),
+never one for a duplicate, a misaddressed message or an AppRec. Failures the gateway finds itself are
+answered at once (status 2 with the KITH codes); otherwise the gateway answers OK once the message is
+stored for the EHR (``apprec = "gateway"``), or the EHR decides (``apprec = "ehr"``). The AppRec is
+queued in the same transaction that stores the message, and travels the ordinary outbound path.
+
+In: an AppRec is matched to the delivery it answers by OriginalMsgId, the original sender (its Receiver)
+and the answering party (its Sender). The delivery becomes acknowledged (1), rejected (2) or
+acknowledged-with-errors (3); an AppRec that answers nothing we sent is kept and flagged ``unmatched``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from adapters.base import InboundResult
+from gateway.clock import Clock
+from gateway.core import Core
+from gateway.errors import GatewayError, PatientNotIdentified
+from gateway.log import get_logger
+from gateway.model.apprec import AppRecError, build_apprec, read_apprec
+from gateway.model.envelope import Addressee, Envelope
+from gateway.pipeline.outbound import channel_for
+from gateway.registry import Party
+from gateway.retry import policy_for
+from gateway.store.base import (
+    AppRecOutcome,
+    DeliveryState,
+    Direction,
+    MessageState,
+    NewDelivery,
+    NewMessage,
+    Store,
+)
+from gateway.validation.validator import Judgement
+from gateway.xml import parse
+
+__all__ = ["FollowUp", "Receipts"]
+
+log = get_logger(__name__)
+
+FollowUp = tuple[NewMessage, list[NewDelivery]]
+
+_OUTCOME = {"1": DeliveryState.ACKNOWLEDGED, "2": DeliveryState.REJECTED, "3": DeliveryState.ACKNOWLEDGED_WITH_ERRORS}
+
+
+class Receipts:
+    def __init__(self, core: Core, store: Store, clock: Clock) -> None:
+        self.core = core
+        self.store = store
+        self.clock = clock
+
+    # -- out ----------------------------------------------------------------------------------------
+
+    def answer(
+        self,
+        original: Envelope,
+        *,
+        message_id: str,
+        answering: Addressee,
+        role: str,
+        party: Party,
+        error: GatewayError | None,
+        now: float,
+    ) -> list[FollowUp]:
+        """The AppRec to queue with a received message now: negative for the gateway's own findings,
+        OK when the gateway decides for ``party``; none when its EHR will decide."""
+        if error is None and party.apprec == "ehr":
+            return []
+        if error is not None:
+            errors = [AppRecError(error.apprec_code or "X99", error.message)]
+            if isinstance(error, PatientNotIdentified):
+                errors += [AppRecError(code, text) for code, text in error.details]
+            return [
+                self.build(
+                    original,
+                    message_id=message_id,
+                    answering=answering,
+                    role=role,
+                    party=party,
+                    status="2",
+                    errors=tuple(errors),
+                    now=now,
+                )
+            ]
+        return [
+            self.build(
+                original, message_id=message_id, answering=answering, role=role, party=party, status="1", now=now
+            )
+        ]
+
+    def build(
+        self,
+        original: Envelope,
+        *,
+        message_id: str,
+        answering: Addressee,
+        role: str,
+        party: Party,
+        status: str,
+        errors: tuple[AppRecError, ...] = (),
+        now: float,
+        actor: str = "gateway",
+    ) -> FollowUp:
+        """An AppRec from ``party`` (as ``answering``) to the original's sender, ready to be stored."""
+        version = original.kind.apprec or "1.0"
+        apprec_id = str(uuid.uuid4())
+        xml = build_apprec(
+            original,
+            version=version,
+            answering=answering,
+            role=role,
+            status=status,
+            errors=errors,
+            msg_id=apprec_id,
+            now=datetime.fromtimestamp(now, UTC),
+        )
+        to = self.core.register.find(original.sender.her_ids if original.sender else ())
+        receiver_her = to.her_id if to else (original.sender_her or "-")
+        delivery = NewDelivery(
+            receiver_her=receiver_her,
+            role="PRIM",
+            channel=channel_for(to) if to else "unroutable",
+            ordered=policy_for(self.core.settings.retry, receiver_her).ordered,
+            expires_at=now + policy_for(self.core.settings.retry, receiver_her).ttl_s,
+        )
+        codes = ",".join(e.code for e in errors)
+        message = NewMessage(
+            id=uuid.uuid4().hex,
+            direction=Direction.OUT,
+            kind=f"apprec-{version}",
+            msg_type="APPREC",
+            msg_id=apprec_id,
+            sender_her=party.her_id,
+            receiver_her=receiver_her,
+            state=MessageState.ACCEPTED,
+            payload=xml,
+            client=actor,
+            dedupe_key=f"out|{party.her_id}|{apprec_id}",
+            apprec_of=message_id,
+            gen_date=datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            reason=f"AppRec {version} status {status}{f' ({codes})' if codes else ''} for {original.msg_id}, "
+            f"decided by {actor}",
+            detail={"status": status, "errors": [e.code for e in errors]},
+        )
+        return message, [delivery]
+
+    # -- in -----------------------------------------------------------------------------------------
+
+    async def take_apprec(
+        self,
+        envelope: Envelope,
+        judgement: Judgement,
+        content: bytes,
+        *,
+        via: str,
+        now: float,
+        error: GatewayError | None,
+    ) -> InboundResult:
+        """Store an arriving AppRec and apply it to the delivery it answers. Never answered itself."""
+        root = judgement.document.root if judgement.document else parse(content).root
+        received = read_apprec(envelope, root)
+        answering_ids = received.sender.her_ids if received.sender else ()
+        original_sender = received.receiver.her_id if received.receiver else None
+        outcome = None
+        if error is None and received.status in _OUTCOME and received.original_msg_id:
+            outcome = AppRecOutcome(
+                received.status, tuple((e.code, e.text) for e in received.errors), envelope.msg_id or "", now
+            )
+        record, matched, created = await self.store.apply_apprec(
+            NewMessage(
+                id=uuid.uuid4().hex,
+                direction=Direction.IN,
+                kind=envelope.kind.name,
+                msg_type="APPREC",
+                msg_id=envelope.msg_id,
+                sender_her=envelope.sender_her,
+                receiver_her=original_sender,
+                state=MessageState.RECEIVED if error is None else MessageState.REJECTED,
+                payload=content,
+                client=via,
+                dedupe_key=f"in|{envelope.sender_her}|{envelope.msg_id}|{original_sender}",
+                error_code=error.apprec_code if error else None,
+                error_event=error.event if error else None,
+                error_text=error.message if error else None,
+                reason=f"AppRec status {received.status} for {received.original_msg_id} received via {via}",
+            ),
+            original_msg_id=received.original_msg_id,
+            original_sender_her_ids=received.receiver.her_ids if received.receiver else (),
+            answering_her_ids=answering_ids,
+            outcome=outcome,
+            now=now,
+        )
+        fields = {
+            "message_id": record.id,
+            "direction": "in",
+            "kind": record.kind,
+            "sender": envelope.sender_her,
+            "receiver": original_sender,
+            "via": via,
+        }
+        if not created:
+            log.info("apprec.duplicate", code="message.duplicate", **fields)
+        elif matched is None:
+            log.warning("apprec.unmatched", code="apprec.unmatched", status=received.status, **fields)
+        else:
+            log.info(
+                "apprec.received",
+                status=received.status,
+                original=matched,
+                errors=[e.code for e in received.errors],
+                **fields,
+            )
+        return InboundResult(True, reference=record.id)
+
+    async def ehr_decides(self, message_id: str, *, status: str, errors: tuple[AppRecError, ...], actor: str) -> str:
+        """The EHR's verdict on a received message (``apprec = "ehr"``): build, queue and return its AppRec id."""
+        view = await self.store.get(message_id)
+        if view is None or view.message.direction is not Direction.IN:
+            raise LookupError(message_id)
+        payload = await self.store.payload(message_id)
+        if payload is None:
+            raise LookupError(message_id)
+        judgement = self.core.validator.judge(payload, check_receiver=False)
+        envelope = judgement.envelope
+        party = self.core.register.get(view.message.receiver_her)
+        if envelope is None or party is None:
+            raise LookupError(message_id)
+        me, role = _addressee_of(envelope, party)
+        follow_up = self.build(
+            envelope,
+            message_id=message_id,
+            answering=me,
+            role=role,
+            party=party,
+            status=status,
+            errors=errors,
+            now=self.clock.now(),
+            actor=actor,
+        )
+        await self.store.add_apprec_for(message_id, follow_up, actor=actor, now=self.clock.now())
+        return follow_up[0].id
+
+
+def _addressee_of(envelope: Envelope, party: Party) -> tuple[Addressee, str]:
+    if envelope.receiver is not None and party.her_id in envelope.receiver.her_ids:
+        return envelope.receiver, "PRIM"
+    for copy in envelope.copies:
+        if party.her_id in copy.her_ids:
+            return copy, "COP"
+    return envelope.receiver or Addressee(party.organisation.name, ()), "PRIM"

@@ -1,0 +1,136 @@
+"""The HTTP API on a real loopback server: accept, follow, fetch, refuse with the KITH code, inbox, admin."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.api.app import create_app
+from gateway.config import TokenSettings
+from gateway.service import Gateway
+
+from .region import fixture_bytes, settings_for
+
+FORESPORSEL = "dialogmelding-1.1/helsefaglig-dialog-foresporsel.xml"
+HITRA = {"Authorization": "Bearer hitra-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret"}
+GP = {"Authorization": "Bearer gp-secret"}
+
+
+@pytest.fixture(name="client")
+async def _client(tmp_path: Path) -> AsyncIterator[TestClient]:
+    settings = settings_for(tmp_path, security={"protection": "none"})
+    tokens = (
+        TokenSettings("hitra-ehr", token="hitra-secret", senders=("7100201",)),
+        TokenSettings("gp-ehr", token="gp-secret", senders=("7102001",)),
+        TokenSettings("ops", token="admin-secret", senders=("*",), admin=True),
+    )
+    settings = dataclasses.replace(settings, api=dataclasses.replace(settings.api, tokens=tokens))
+    async with TestClient(TestServer(create_app(Gateway(settings)))) as client:
+        yield client
+
+
+async def wait_state(client: TestClient, message_id: str, state: str) -> dict:  # type: ignore[type-arg]
+    for _ in range(100):
+        response = await client.get(f"/v1/messages/{message_id}", headers=ADMIN)
+        body = await response.json()
+        if body["state"] == state:
+            return body  # type: ignore[no-any-return]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{message_id} never reached {state}: {body['state']}")
+
+
+class TestMessages:
+    async def test_submit_follow_and_fetch(self, client: TestClient) -> None:
+        """202 with id/msg_id/kind/state; the status shows deliveries, AppRec and trace; the document is byte-exact."""
+        response = await client.post("/v1/messages", data=fixture_bytes(FORESPORSEL), headers=HITRA)
+        assert response.status == 202
+        body = await response.json()
+        assert set(body) == {"id", "msg_id", "kind", "state"} and body["kind"] == "dialogmelding-1.1"
+        view = await wait_state(client, body["id"], "acknowledged")
+        [delivery] = view["deliveries"]
+        assert delivery["receiver"] == "7102001" and delivery["apprec"]["status"] == "1"
+        assert view["trace"][0]["event"] == "message.accepted"
+        document = await client.get(f"/v1/messages/{body['id']}/document", headers=HITRA)
+        assert await document.read() == fixture_bytes(FORESPORSEL)
+        again = await client.post("/v1/messages", data=fixture_bytes(FORESPORSEL), headers=HITRA)
+        assert again.status == 200 and (await again.json())["id"] == body["id"]
+
+    async def test_refusals_are_json_with_the_kith_code(self, client: TestClient) -> None:
+        """Broken input is a 4xx carrying code, event and a plain-words message - never a 500."""
+        cases = {
+            "broken/not-well-formed.xml": (400, "T01"),
+            "broken/schema-invalid.xml": (422, "T02"),
+            "broken/unsupported-kind.xml": (422, "T10"),
+            "broken/bad-msgid.xml": (422, "E10"),
+            "broken/unknown-receiver.xml": (422, "E21"),
+            "broken/patient-not-identified.xml": (422, "E36"),
+        }
+        for name, (status, code) in cases.items():
+            response = await client.post("/v1/messages", data=fixture_bytes(name), headers=ADMIN)
+            body = await response.json()
+            assert (response.status, body["error"]["code"]) == (status, code), name
+            assert body["error"]["event"] and body["error"]["message"]
+        for junk in (b"", b"\x00\xff", b"<a>" * 10):
+            response = await client.post("/v1/messages", data=junk, headers=ADMIN)
+            assert 400 <= response.status < 500
+
+    async def test_authentication_and_authorisation(self, client: TestClient) -> None:
+        """No token: 401. A client may only send for its own parties and see its own messages."""
+        response = await client.post("/v1/messages", data=fixture_bytes(FORESPORSEL))
+        assert response.status == 401
+        response = await client.post("/v1/messages", data=fixture_bytes(FORESPORSEL), headers=GP)
+        assert response.status == 403 and (await response.json())["error"]["event"] == "api.forbidden"
+        response = await client.post("/v1/messages", data=fixture_bytes(FORESPORSEL), headers=HITRA)
+        message_id = (await response.json())["id"]
+        assert (
+            await client.get(f"/v1/messages/{message_id}", headers=GP)
+        ).status == 404  # Hitra's record, not the GP's
+        response = await client.get("/v1/messages", headers=HITRA, params={"kind": "dialogmelding-1.1"})
+        assert [m["id"] for m in (await response.json())["items"]] == [message_id]
+
+    async def test_oversize_is_413(self, client: TestClient) -> None:
+        """A body over the cap is refused with 413 and T01."""
+        response = await client.post("/v1/messages", data=io.BytesIO(b"<a>" + b" " * 11_000_000), headers=ADMIN)
+        assert response.status == 413 and (await response.json())["error"]["code"] == "T01"
+
+    async def test_healthz(self, client: TestClient) -> None:
+        """The health check answers without a token."""
+        response = await client.get("/healthz")
+        assert response.status == 200 and (await response.json())["status"] == "ok"
+
+
+class TestInbox:
+    async def test_pull_fetch_ack(self, client: TestClient) -> None:
+        """The GP's EHR lists its inbox, fetches the document, acks it (idempotently); it leaves the inbox."""
+        response = await client.post("/v1/messages", data=fixture_bytes(FORESPORSEL), headers=HITRA)
+        await wait_state(client, (await response.json())["id"], "acknowledged")
+        inbox = await (await client.get("/v1/inbox", params={"receiver": "7102001"}, headers=GP)).json()
+        [item] = inbox["items"]
+        assert item["direction"] == "in" and item["sender"] == "7100201"
+        document = await client.get(f"/v1/inbox/{item['id']}/document", headers=GP)
+        assert await document.read() == fixture_bytes(FORESPORSEL)
+        assert (await client.get("/v1/inbox", params={"receiver": "7102001"}, headers=HITRA)).status == 403
+        first = await (await client.post(f"/v1/inbox/{item['id']}/ack", headers=GP)).json()
+        second = await (await client.post(f"/v1/inbox/{item['id']}/ack", headers=GP)).json()
+        assert (first["already"], second["already"]) == (False, True)
+        inbox = await (await client.get("/v1/inbox", params={"receiver": "7102001"}, headers=GP)).json()
+        assert inbox["items"] == []
+
+
+class TestAdmin:
+    async def test_admin_needs_admin(self, client: TestClient) -> None:
+        """Queue control is for admin tokens; every action lands in the trace with the actor."""
+        assert (await client.get("/v1/admin/routes", headers=HITRA)).status == 403
+        response = await client.post("/v1/admin/routes/7200101/pause", headers=ADMIN)
+        assert response.status == 200
+        routes = await (await client.get("/v1/admin/routes", headers=ADMIN)).json()
+        assert {"route": "7200101", "paused": True}.items() <= routes["items"][0].items()
+        response = await client.post("/v1/admin/messages/nope/retry", headers=ADMIN)
+        assert response.status == 404

@@ -1,0 +1,85 @@
+"""Drop folders: atomic writes, each file taken exactly once, done/ or failed/ with a reason file."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+from adapters.base import InboundResult, Packet, TransportContext
+from adapters.folder import FolderTransport, FolderWatcher, atomic_write
+from gateway.config import DropFolderSettings
+from gateway.service import Gateway
+
+from .region import fixture_bytes, settings_for
+
+FORESPORSEL = "dialogmelding-1.1/helsefaglig-dialog-foresporsel.xml"
+
+
+class TestFolderAdapter:
+    async def test_send_writes_body_and_metadata_atomically(self, tmp_path: Path) -> None:
+        """A packet lands as <id>.json + <id>.msg, with no temporary file left behind."""
+        transport = FolderTransport(TransportContext())
+        packet = Packet(b"<x/>", "m-1", "7100101", "7200101", "application/xml", "DIALOG_HELSEFAGLIG",
+                        destination=str(tmp_path / "out"))
+        await transport.send(packet)
+        names = sorted(p.name for p in (tmp_path / "out").iterdir())
+        assert names == ["m-1.json", "m-1.msg"]
+        assert json.loads((tmp_path / "out" / "m-1.json").read_text())["X-From-Her-Id"] == "7100101"
+
+    async def test_each_file_taken_once_and_sorted_out(self, tmp_path: Path) -> None:
+        """Two scanners racing take every file exactly once; refused files get a reason beside them."""
+        seen: list[str] = []
+
+        async def handler(packet: Packet) -> InboundResult:
+            seen.append(packet.message_id)
+            await asyncio.sleep(0)
+            if packet.body == b"bad":
+                return InboundResult(False, code="T01", event="message.not_well_formed", message="not XML")
+            return InboundResult(True, reference=f"ref-{packet.message_id}")
+
+        for i in range(20):
+            atomic_write(tmp_path, f"f{i:02}.xml", b"bad" if i == 7 else b"<ok/>")
+        a, b = FolderWatcher(tmp_path, handler), FolderWatcher(tmp_path, handler)
+        await asyncio.gather(a.scan(), b.scan())
+        assert sorted(seen) == [f"f{i:02}" for i in range(20)]
+        assert len(list((tmp_path / "done").glob("*.xml"))) == 19
+        assert (tmp_path / "failed" / "f07.xml").exists()
+        assert (tmp_path / "failed" / "f07.xml.reason.txt").read_text().startswith("T01")
+        assert (tmp_path / "done" / "f00.xml.id").read_text().strip() == "ref-f00"
+
+    async def test_temporary_problem_leaves_the_file_for_later(self, tmp_path: Path) -> None:
+        """A file whose handling must wait goes back to the folder, and files left in processing/ come back."""
+        async def later(_packet: Packet) -> InboundResult:
+            return InboundResult(False, retry_later=True)
+
+        atomic_write(tmp_path, "a.xml", b"<a/>")
+        watcher = FolderWatcher(tmp_path, later)
+        assert await watcher.scan() == 0 and (tmp_path / "a.xml").exists()
+        (tmp_path / "a.xml").rename(tmp_path / "processing" / "a.xml")  # as a killed process would leave it
+        await watcher.start()
+        await watcher.stop()
+        assert (tmp_path / "a.xml").exists()
+
+
+class TestDropFolderSubmission:
+    async def test_ehr_drop_folder_submits_for_its_senders(self, tmp_path: Path) -> None:
+        """An EHR drops XML in its folder; it is accepted like an API submission, or refused with a reason."""
+        drop = tmp_path / "drop-hitra"
+        settings = settings_for(tmp_path / "data", security={"protection": "none"})
+        settings = dataclasses.replace(
+            settings, drop_folders=(DropFolderSettings(drop, ("7100201",), "hitra-folder", 0.05),)
+        )
+        atomic_write(drop, "foresporsel.xml", fixture_bytes(FORESPORSEL))
+        atomic_write(drop, "broken.xml", fixture_bytes("broken/bad-msgid.xml"))
+        async with Gateway(settings) as gateway:
+            gateway.start_background()
+            for _ in range(100):
+                if len(list((drop / "done").glob("*.xml"))) + len(list((drop / "failed").glob("*.xml"))) == 2:
+                    break
+                await asyncio.sleep(0.05)
+            reference = (drop / "done" / "foresporsel.xml.id").read_text().strip()
+            view = await gateway.store.get(reference)
+            assert view is not None and view.message.client == "hitra-folder"
+        assert (drop / "failed" / "broken.xml.reason.txt").read_text().startswith("E10")

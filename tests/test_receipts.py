@@ -1,0 +1,87 @@
+"""The receipt loop end to end: EHR-decided AppRecs, unmatched AppRecs, the receipt deadline."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from adapters.base import Packet
+from gateway.config import PROJECT_ROOT
+from gateway.errors import Conflict
+from gateway.model.apprec import AppRecError
+from gateway.registry import Register, load_register
+from gateway.store.base import DeliveryState, MessageState
+
+from .region import ADMIN, fixture_bytes, region
+
+EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"
+FORESPORSEL = "dialogmelding-1.1/helsefaglig-dialog-foresporsel.xml"
+
+
+def gp_decides() -> Register:
+    base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
+    gp = base.get("7102001")
+    assert gp is not None
+    return base.replaced([dataclasses.replace(gp, apprec="ehr")])
+
+
+class TestEhrDecides:
+    async def test_ehr_rejects_with_e35(self, tmp_path: Path) -> None:
+        """With apprec = "ehr" the gateway waits; the EHR's E35 goes back as status 2 and rejects the delivery."""
+        async with region(tmp_path, hub_register=gp_decides()) as r:
+            record, _ = await r.stolav.submit(fixture_bytes(EPIKRISE), ADMIN)
+            await r.drain()
+            view = await r.stolav.store.get(record.id)
+            assert view is not None
+            states = {d.receiver_her: d.state for d in view.deliveries}
+            assert states == {"7102001": DeliveryState.SENT, "7100101": DeliveryState.ACKNOWLEDGED}
+            [received] = await r.hub.store.inbox("7102001")
+            await r.hub.receipts.ehr_decides(
+                received.id, status="2", errors=(AppRecError("E35", "Pasienten er ukjent her"),), actor="ehr"
+            )
+            with pytest.raises(Conflict):  # one AppRec per message and receiver
+                await r.hub.receipts.ehr_decides(received.id, status="1", errors=(), actor="ehr")
+            await r.drain()
+            view = await r.stolav.store.get(record.id)
+            assert view is not None
+            gp = next(d for d in view.deliveries if d.receiver_her == "7102001")
+            assert gp.state == DeliveryState.REJECTED
+            assert gp.apprec is not None and gp.apprec.status == "2"
+            assert gp.apprec.errors == (("E35", "Pasienten er ukjent her"),)
+            assert view.message.state == MessageState.REJECTED
+
+
+class TestAppRecIn:
+    async def test_unmatched_apprec_is_kept_and_flagged(self, tmp_path: Path) -> None:
+        """An AppRec answering nothing we sent is stored as unmatched, not dropped, and not answered."""
+        async with region(tmp_path) as r:
+            # St. Olavs receives a message the hub never sent through its outbound path, and answers it
+            body = fixture_bytes(FORESPORSEL).replace(b"7102001", b"7200101").replace(b"7102000", b"7200000")
+            packet = Packet(body, "t", "7100201", "7200101", "application/xml", "")
+            assert (await r.stolav.receive(packet, via="memory")).accepted
+            await r.drain()
+            page = await r.hub.store.list_messages(state="unmatched")
+            assert len(page.items) == 1 and page.items[0].kind == "apprec-1.1"
+            view = await r.hub.store.get(page.items[0].id)
+            assert view is not None and not view.deliveries
+
+
+class TestDeadline:
+    async def test_no_apprec_within_deadline_is_overdue_once(self, tmp_path: Path) -> None:
+        """A sent delivery without an AppRec becomes overdue after the deadline, logged and traced once."""
+        async with region(tmp_path, hub_register=gp_decides(), receipts={"deadline_h": 96.0, "warning_h": 72.0}) as r:
+            record, _ = await r.stolav.submit(fixture_bytes(EPIKRISE), ADMIN)
+            await r.drain()
+            assert await r.stolav.store.mark_receipt_warnings(now=r.clock.now()) == []
+            r.clock.advance(73 * 3600)
+            assert len(await r.stolav.store.mark_receipt_warnings(now=r.clock.now())) == 1
+            assert await r.stolav.store.mark_overdue(now=r.clock.now()) == []
+            r.clock.advance(24 * 3600)
+            overdue = await r.stolav.store.mark_overdue(now=r.clock.now())
+            assert [receiver for _m, _d, receiver in overdue] == ["7102001"]
+            assert await r.stolav.store.mark_overdue(now=r.clock.now()) == []
+            view = await r.stolav.store.get(record.id)
+            assert view is not None and view.message.state == MessageState.OVERDUE
+            assert [t.event for t in view.trace].count("delivery.overdue") == 1
