@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +49,7 @@ class Gateway:
         protection: MessageProtection | None = None,
         adapter_options: Mapping[str, Mapping[str, Any]] | None = None,
         worker_owner: str | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
@@ -55,6 +57,7 @@ class Gateway:
         self._protection = protection
         self._adapter_options = adapter_options
         self._worker_owner = worker_owner
+        self._rng = rng
         self._tasks: list[asyncio.Task[None]] = []
         self._watchers: list[FolderWatcher] = []
         self._scheduler: AsyncIOScheduler | None = None
@@ -98,6 +101,7 @@ class Gateway:
             ehr=self.ehr,
             clock=self.clock,
             owner=self._worker_owner,
+            rng=self._rng,
         )
 
     def _build_protection(self) -> MessageProtection:

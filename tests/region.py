@@ -17,6 +17,7 @@ from gateway.config import PROJECT_ROOT, Settings, load_settings
 from gateway.pipeline.outbound import Client
 from gateway.registry import Register, load_register
 from gateway.replay import mirror_regions
+from gateway.security.devpki import init_dev_pki
 from gateway.service import Gateway
 
 from .conftest import BUNDLE, FIXTURES
@@ -68,6 +69,12 @@ class TestRegion:
         return self.hub if party is not None and party.local else self.stolav
 
 
+def shared_pki(tmp_path: Path, register: Register) -> Path:
+    """One dev PKI both gateways of a test region use (tmp_path/pki)."""
+    init_dev_pki(settings_for(tmp_path), register)
+    return tmp_path / "pki"
+
+
 @contextlib.asynccontextmanager
 async def region(
     tmp_path: Path,
@@ -77,12 +84,15 @@ async def region(
     **sections: Any,
 ) -> AsyncIterator[TestRegion]:
     base = hub_register or load_register(PROJECT_ROOT / "config" / "sio-region.toml")
+    pki = shared_pki(tmp_path, base) if protection == "cms" else None
     hub_reg, st_reg = mirror_regions(
-        base, hub_endpoint="memory://hub", stolav_endpoint="memory://stolav", adapter="memory"
+        base, hub_endpoint="memory://hub", stolav_endpoint="memory://stolav", adapter="memory", pki=pki
     )
     network = MemoryNetwork()
     clock = ManualClock()
-    security = {"protection": protection}
+    security: dict[str, Any] = {"protection": protection}
+    if pki is not None:
+        security |= {"trust_anchors": (pki / "ca.crt",), "crls": (str(pki / "ca.crl"),)}
     hub = Gateway(
         settings_for(tmp_path / "hub", security=security, **sections),
         register=hub_reg,

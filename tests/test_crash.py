@@ -43,6 +43,7 @@ class Chaos:
         self.region = region
         self.accepted: set[str] = set()
         self.kills = 0
+        self.kills_while_submitting = 0
         self.rng = random.Random(20261122)
 
     async def submit_all(self, session: aiohttp.ClientSession, ids: list[str]) -> None:
@@ -66,6 +67,7 @@ class Chaos:
             hub.send_signal(signal.SIGKILL)
             await asyncio.to_thread(hub.wait)
             self.kills += 1
+            self.kills_while_submitting += len(self.accepted) < MESSAGES
             hub = self.region.start("sio-hub")
             self.region.processes[0] = hub
             await wait_until_up(self.region)
@@ -118,6 +120,7 @@ def test_sigkill_loses_nothing(tmp_path: Path) -> None:
     finally:
         codes = stop_region(region)
     assert chaos.kills >= KILLS
+    assert chaos.kills_while_submitting >= KILLS // 2, "the kills must fall while messages are being submitted"
     assert settled, "the hub's queue did not drain"
     assert codes == [0, 0], "both gateways shut down cleanly on SIGTERM"
     assert chaos.accepted == set(ids)
@@ -129,3 +132,11 @@ def test_sigkill_loses_nothing(tmp_path: Path) -> None:
         assert not missing, f"{name} is missing {len(missing)} accepted messages"
         assert not twice, f"{name} holds {len(twice)} messages more than once"
         assert set(got) <= chaos.accepted
+    with sqlite3.connect(tmp_path / "st-olavs" / "gateway.sqlite") as conn:
+        redelivered = conn.execute(
+            "SELECT COALESCE(SUM(duplicates), 0) FROM messages WHERE direction = 'in'"
+        ).fetchone()
+    print(
+        f"kills {chaos.kills} ({chaos.kills_while_submitting} while submitting); duplicates caught by St. Olavs: "
+        f"{redelivered[0]}"
+    )

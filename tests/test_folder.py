@@ -21,8 +21,15 @@ class TestFolderAdapter:
     async def test_send_writes_body_and_metadata_atomically(self, tmp_path: Path) -> None:
         """A packet lands as <id>.json + <id>.msg, with no temporary file left behind."""
         transport = FolderTransport(TransportContext())
-        packet = Packet(b"<x/>", "m-1", "7100101", "7200101", "application/xml", "DIALOG_HELSEFAGLIG",
-                        destination=str(tmp_path / "out"))
+        packet = Packet(
+            b"<x/>",
+            "m-1",
+            "7100101",
+            "7200101",
+            "application/xml",
+            "DIALOG_HELSEFAGLIG",
+            destination=str(tmp_path / "out"),
+        )
         await transport.send(packet)
         names = sorted(p.name for p in (tmp_path / "out").iterdir())
         assert names == ["m-1.json", "m-1.msg"]
@@ -51,6 +58,7 @@ class TestFolderAdapter:
 
     async def test_temporary_problem_leaves_the_file_for_later(self, tmp_path: Path) -> None:
         """A file whose handling must wait goes back to the folder, and files left in processing/ come back."""
+
         async def later(_packet: Packet) -> InboundResult:
             return InboundResult(False, retry_later=True)
 

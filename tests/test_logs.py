@@ -53,8 +53,13 @@ class TestNoPersonalDataInLogs:
         stream = io.StringIO()
         configure(fmt="json", stream=stream)
         try:
-            structlog.get_logger("t").warning("oops", code="x", note="fnr 13894512345 here", payload="<xml/>",
-                                              message_id="533dc50329384157b4498ccef9d9718d")
+            structlog.get_logger("t").warning(
+                "oops",
+                code="x",
+                note="fnr 13894512345 here",
+                payload="<xml/>",
+                message_id="533dc50329384157b4498ccef9d9718d",
+            )
         finally:
             structlog.reset_defaults()
         line = json.loads(stream.getvalue())

@@ -22,8 +22,18 @@ class FakeCertificates:
     """Only the certificates() view the job reads; the real protection is tested in tests/security."""
 
     def certificates(self) -> list[CertificateInfo]:
-        return [CertificateInfo("7100101", "encrypt", "CN=Frøya", "0a1b", "CN=dev CA", NOT_AFTER - timedelta(days=900),
-                                NOT_AFTER, "pki/7100101/enc.crt")]
+        return [
+            CertificateInfo(
+                "7100101",
+                "encrypt",
+                "CN=Frøya",
+                "0a1b",
+                "CN=dev CA",
+                NOT_AFTER - timedelta(days=900),
+                NOT_AFTER,
+                "pki/7100101/enc.crt",
+            )
+        ]
 
 
 class TestCertificateWarnings:
@@ -39,8 +49,10 @@ class TestCertificateWarnings:
                     await jobs.certificates()
                 seen += [(days_left, e["event"], e.get("source")) for e in logs]
         assert [(d, e) for d, e, _ in seen] == [
-            (29, "security.certificate_expiring"), (13, "security.certificate_expiring"),
-            (6, "security.certificate_expiring"), (-1, "security.certificate_expired_in_use"),
+            (29, "security.certificate_expiring"),
+            (13, "security.certificate_expiring"),
+            (6, "security.certificate_expiring"),
+            (-1, "security.certificate_expired_in_use"),
         ]
         assert all(source == "pki/7100101/enc.crt" for _, _, source in seen)
 

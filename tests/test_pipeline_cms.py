@@ -1,0 +1,85 @@
+"""The receiving side with CMS on: a message whose signer is no longer trusted is answered S03 (S01-S03
+get a negative AppRec), a spoofed one is refused without an answer."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from adapters.base import Packet
+from adapters.memory import MemoryNetwork
+from gateway.clock import ManualClock
+from gateway.config import PROJECT_ROOT
+from gateway.registry import load_register
+from gateway.replay import mirror_regions
+from gateway.security.devpki import revoke
+from gateway.service import Gateway
+from gateway.store.base import DeliveryState, MessageState
+
+from .region import ADMIN, fixture_bytes, settings_for, shared_pki
+
+EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs -> GP, copy to Frøya
+
+
+def build(tmp_path: Path) -> tuple[Gateway, Gateway, MemoryNetwork, Path]:
+    base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
+    pki = shared_pki(tmp_path, base)
+    hub_reg, st_reg = mirror_regions(
+        base, hub_endpoint="memory://hub", stolav_endpoint="memory://stolav", adapter="memory", pki=pki
+    )
+    network = MemoryNetwork()
+    security: dict[str, Any] = {"protection": "cms", "trust_anchors": (pki / "ca.crt",), "crls": (str(pki / "ca.crl"),)}
+    clock = ManualClock()
+    hub = Gateway(
+        settings_for(tmp_path / "hub", security=security),
+        register=hub_reg,
+        clock=clock,
+        adapter_options={"memory": {"network": network, "address": "memory://hub"}},
+    )
+    stolav = Gateway(
+        settings_for(tmp_path / "stolav", security=security),
+        register=st_reg,
+        clock=clock,
+        adapter_options={"memory": {"network": network, "address": "memory://stolav"}},
+    )
+    return hub, stolav, network, pki
+
+
+async def test_revoked_signer_is_answered_s03(tmp_path: Path) -> None:
+    """St. Olavs signs with a certificate the hub's CRL now lists: the hub stores it rejected and answers S03."""
+    hub, stolav, _network, pki = build(tmp_path)
+    async with stolav:  # St. Olavs loaded the CRL before the revocation
+        revoke(pki, x509.load_pem_x509_certificate((pki / "7200101" / "sign.crt").read_bytes()))
+        async with hub:
+            record, _ = await stolav.submit(fixture_bytes(EPIKRISE), ADMIN)
+            for _ in range(5):
+                await stolav.worker.drain()
+                await hub.worker.drain()
+            view = await stolav.store.get(record.id)
+            assert view is not None
+            assert {d.state for d in view.deliveries} == {DeliveryState.REJECTED}
+            assert {d.apprec.errors[0][0] for d in view.deliveries if d.apprec} == {"S03"}
+            rejected = await hub.store.list_messages(direction="in", state="rejected", kind="epikrise-1.2")
+            assert len(rejected.items) == 2 and {m.error_code for m in rejected.items} == {"S03"}
+
+
+async def test_spoofed_sender_is_refused_unanswered(tmp_path: Path) -> None:
+    """A packet signed by the lab but claiming to come from the medical department: refused, never answered."""
+    hub, stolav, _network, _pki = build(tmp_path)
+    async with stolav, hub:
+        body = fixture_bytes(EPIKRISE)
+        forged = stolav.protection.protect(body, sender_her="7200201", receiver_her="7102001")
+        packet = Packet(forged, "t", "7200101", "7102001", stolav.protection.content_type, "EPIKRISE")
+        result = await hub.receive(packet, via="memory")
+        assert not result.accepted and result.condition == "abuse:spoofing-attack"
+        stored = await hub.store.get(result.reference or "")
+        assert stored is not None and stored.message.state == MessageState.REJECTED
+        assert not any(t.event == "apprec.queued" for t in stored.trace)
+        # and the honest one goes through
+        honest = dataclasses.replace(
+            packet, body=stolav.protection.protect(body, sender_her="7200101", receiver_her="7102001")
+        )
+        assert (await hub.receive(honest, via="memory")).accepted
