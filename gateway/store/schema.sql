@@ -57,8 +57,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at       REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_message ON deliveries(message_id);
-CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at, id) WHERE state IN ('queued', 'retrying');
-CREATE INDEX IF NOT EXISTS deliveries_lane ON deliveries(lane, id) WHERE state IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(next_attempt_at, id)
+    WHERE state IN ('queued', 'retrying') AND ordered = 0;
+CREATE INDEX IF NOT EXISTS deliveries_lanes ON deliveries(lane, id) WHERE state IN ('queued', 'retrying') AND ordered = 1;
+CREATE INDEX IF NOT EXISTS deliveries_leased ON deliveries(lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_receipt ON deliveries(deadline_at) WHERE state = 'sent';
 CREATE INDEX IF NOT EXISTS deliveries_inbox ON deliveries(receiver_her, id) WHERE state = 'inbox';
 
