@@ -56,9 +56,8 @@ def main() -> None:
         cwd=ROOT,
     )
     cli = time.perf_counter() - t
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    )
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"schemas compiled in {compiled * 1000:.0f} ms")
     print(f"{len(documents)} samples, all verdicts: median {statistics.median(rates):,.0f} messages/s in process")
     print(
