@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from adapters.base import Packet
 from gateway.config import PROJECT_ROOT
@@ -70,18 +71,29 @@ class TestAppRecIn:
 
 class TestDeadline:
     async def test_no_apprec_within_deadline_is_overdue_once(self, tmp_path: Path) -> None:
-        """A sent delivery without an AppRec becomes overdue after the deadline, logged and traced once."""
+        """The receipts job: a warning at 72 h, overdue at 96 h after GenDate - each logged and traced once."""
         async with region(tmp_path, hub_register=gp_decides(), receipts={"deadline_h": 96.0, "warning_h": 72.0}) as r:
             record, _ = await r.stolav.submit(fixture_bytes(EPIKRISE), ADMIN)
             await r.drain()
-            assert await r.stolav.store.mark_receipt_warnings(now=r.clock.now()) == []
-            r.clock.advance(73 * 3600)
-            assert len(await r.stolav.store.mark_receipt_warnings(now=r.clock.now())) == 1
-            assert await r.stolav.store.mark_overdue(now=r.clock.now()) == []
-            r.clock.advance(24 * 3600)
-            overdue = await r.stolav.store.mark_overdue(now=r.clock.now())
-            assert [receiver for _m, _d, receiver in overdue] == ["7102001"]
-            assert await r.stolav.store.mark_overdue(now=r.clock.now()) == []
+            job = r.stolav.housekeeping
+            with capture_logs() as logs:
+                assert await job.receipts() == (0, 0)
+                r.clock.advance(73 * 3600)
+                assert await job.receipts() == (1, 0)
+                assert await job.receipts() == (0, 0)
+                r.clock.advance(24 * 3600)
+                assert await job.receipts() == (0, 1)
+                assert await job.receipts() == (0, 0)
+            assert [(e["event"], e["code"], e["receiver"]) for e in logs] == [
+                ("delivery.receipt_late", "delivery.receipt_late", "7102001"),
+                ("delivery.overdue", "delivery.overdue", "7102001"),
+            ]
             view = await r.stolav.store.get(record.id)
             assert view is not None and view.message.state == MessageState.OVERDUE
             assert [t.event for t in view.trace].count("delivery.overdue") == 1
+            # a late AppRec still settles it
+            [received] = await r.hub.store.inbox("7102001")
+            await r.hub.receipts.ehr_decides(received.id, status="1", errors=(), actor="ehr")
+            await r.drain()
+            view = await r.stolav.store.get(record.id)
+            assert view is not None and view.message.state == MessageState.ACKNOWLEDGED
