@@ -91,3 +91,17 @@ def test_serve_submit_status_and_sigterm(tmp_path: Path) -> None:
     assert server.returncode == 0
     assert b"made a dev API token" in err
     assert b"worker.stopped" in _out
+
+
+def test_schemas_lists_every_kind_and_its_check() -> None:
+    """One kind a line with how it is checked; with the bundle every kind is checked officially."""
+    from .conftest import BUNDLE, require_shared
+
+    require_shared()
+    lines = subprocess.run(
+        [*GATEWAY, "schemas", "--schemas", str(BUNDLE)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    kinds = [line.split("\t") for line in lines if not line.startswith("#")]
+    assert len(kinds) >= 30 and all(k[4] == "official" for k in kinds)
+    epikrise = next(k for k in kinds if k[0] == "epikrise-1.2")
+    assert epikrise[:5] == ["epikrise-1.2", "message", "1.2", "1.1", "official"]

@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import client, parties, pki, protect, queue, replay, serve, validate
+from gateway.cli import client, parties, pki, protect, queue, replay, schemas, serve, validate
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
 
-_COMMANDS = [serve, validate, parties, client, queue, replay, pki, protect]
+_COMMANDS = [serve, validate, schemas, parties, client, queue, replay, pki, protect]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,4 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `gateway ... | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     return code
