@@ -23,7 +23,7 @@ from importlib.metadata import entry_points
 from types import TracebackType
 from typing import Any, ClassVar
 
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -93,6 +93,19 @@ class InboundResult:
     event: str | None = None
     message: str = ""
     reference: str | None = None  # our id of the stored message
+
+    @classmethod
+    def refused(cls, error: GatewayError, *, reference: str | None = None) -> InboundResult:
+        """Not taken: for good, or - when the error is retryable - for now (the peer keeps it)."""
+        return cls(
+            False,
+            retry_later=error.retryable,
+            condition=error.transport_condition,
+            code=error.apprec_code,
+            event=error.event,
+            message=error.message,
+            reference=reference,
+        )
 
 
 #: The gateway's entry point for a received packet.

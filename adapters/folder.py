@@ -23,7 +23,7 @@ import os
 import uuid
 from pathlib import Path
 
-from adapters.base import InboundHandler, Packet, Transport, TransportContext
+from adapters.base import InboundHandler, InboundResult, Packet, Transport, TransportContext
 from gateway.errors import PermanentDeliveryError, TransportError
 from gateway.log import get_logger
 
@@ -140,21 +140,29 @@ class FolderWatcher:
         if meta is not None:
             claimed_meta = processing / meta.name
             os.replace(meta, claimed_meta)
-        data = claimed.read_bytes()
-        headers = json.loads(claimed_meta.read_bytes()) if claimed_meta else {}
-        if headers:
-            packet = Packet.from_headers(data, headers, destination=str(self.folder))
+        try:
+            data = claimed.read_bytes()
+            headers = json.loads(claimed_meta.read_bytes()) if claimed_meta else {}
+            if headers:
+                packet = Packet.from_headers(data, headers, destination=str(self.folder))
+            else:
+                packet = Packet(
+                    body=data,
+                    message_id=body.stem,
+                    from_her="",
+                    to_her="",
+                    content_type="application/xml",
+                    subject="",
+                    destination=str(self.folder),
+                )
+        except (ValueError, TypeError, AttributeError) as exc:  # a metadata file that does not read
+            result = InboundResult(False, event="folder.bad_metadata", message=f"unreadable packet metadata: {exc}")
         else:
-            packet = Packet(
-                body=data,
-                message_id=body.stem,
-                from_her="",
-                to_her="",
-                content_type="application/xml",
-                subject="",
-                destination=str(self.folder),
-            )
-        result = await self.handler(packet)
+            try:
+                result = await self.handler(packet)
+            except Exception as exc:  # the file must never stay stuck in processing/
+                log.exception("folder.handler_failed", code="folder.handler_failed", file=body.name)
+                result = InboundResult(False, retry_later=True, event="folder.handler_failed", message=str(exc))
         if result.retry_later:
             for path in (claimed, claimed_meta):
                 if path is not None:

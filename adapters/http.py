@@ -43,13 +43,20 @@ class HttpTransport(Transport):
         if not packet.destination.startswith(("http://", "https://")):
             raise PermanentDeliveryError(f"http adapter: {packet.destination!r} is not an http(s) endpoint.")
         try:
-            async with self._client().post(packet.destination, data=packet.body, headers=packet.headers()) as resp:
+            async with self._client().post(
+                packet.destination, data=packet.body, headers=packet.headers(), allow_redirects=False
+            ) as resp:
                 if 200 <= resp.status < 300:
                     return
-                error = _error_body(await resp.read())
+                error = _error_body(await resp.content.read(65536))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"POST {packet.destination} failed: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
         said = error.get("message") or f"HTTP {resp.status}"
+        if 300 <= resp.status < 400:  # a redirect would turn the POST into a bodyless GET: never follow one
+            raise PermanentDeliveryError(
+                f"{packet.destination} redirects ({resp.status}) to {resp.headers.get('Location', '?')}; "
+                "fix the endpoint in the register."
+            )
         if resp.status in _RETRYABLE or resp.status >= 500:
             raise TransportError(f"{packet.destination} answered {resp.status}: {said}")
         raise PermanentDeliveryError(
@@ -66,7 +73,7 @@ class HttpTransport(Transport):
 
 def _error_body(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw[:65536] or b"{}")
+        data = json.loads(raw or b"{}")
     except ValueError:
         return {}
     error = data.get("error") if isinstance(data, dict) else None

@@ -7,8 +7,9 @@ transport, no protection), an adapter name (the packet is signed and encrypted, 
 Failures are read from the exception (the error tree): retryable ones are rescheduled by the route's
 retry policy until its attempts or time to live run out; the rest are dead at once with their code.
 Unknown exceptions are retried, never reported to a sender. Per route (receiver HER-id): at most
-``concurrency`` sends at a time, and a circuit breaker that opens after consecutive failures, lets one
-probe through at the backoff interval and logs one ``route.down`` and one ``route.up`` per incident.
+``concurrency`` sends at a time, and a circuit breaker that opens after consecutive *transport*
+failures (not our own problems: a CRL out of reach, a store hiccup), lets one probe through at the
+backoff interval, and logs one ``route.down`` and one ``route.up`` per incident.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ import structlog
 from adapters.base import InboundResult, Packet, Transport
 from gateway.clock import Clock
 from gateway.config import Settings
-from gateway.errors import GatewayError, NoRoute, PermanentDeliveryError, TransportError
+from gateway.errors import (
+    GatewayError,
+    NoRoute,
+    PermanentDeliveryError,
+    TransportError,
+    UnexpectedError,
+)
 from gateway.log import get_logger
 from gateway.registry import Register
 from gateway.retry import policy_for
@@ -64,6 +71,11 @@ class Breaker:
     def is_open(self, route: str) -> bool:
         health = self.routes.get(route)
         return health is not None and health.open_until > self.clock.now()
+
+    def probing(self, route: str) -> bool:
+        """Down, but the wait is over: one send may try whether the route is back."""
+        health = self.routes.get(route)
+        return health is not None and health.down_since is not None and not self.is_open(route)
 
     def success(self, route: str) -> None:
         health = self.routes.pop(route, None)
@@ -118,6 +130,7 @@ class DeliveryWorker:
         self._per_route: Counter[str] = Counter()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._loop: asyncio.Task[None] | None = None
 
     def notify(self) -> None:
         """New work was stored: look for it now instead of at the next poll."""
@@ -126,7 +139,9 @@ class DeliveryWorker:
     # -- the loop -----------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Claim and send until :meth:`stop`; then let in-flight sends finish within the grace period."""
+        """Claim and send until :meth:`stop`. Nothing but stop() ends this loop: a failing round is
+        logged and the next one goes ahead."""
+        self._loop = asyncio.current_task()
         delivery = self.settings.delivery
         while not self._stopping:
             try:
@@ -134,9 +149,12 @@ class DeliveryWorker:
             except GatewayError as exc:  # the store is briefly unavailable: wait and go on
                 log.warning("worker.claim_failed", code=exc.event, error=exc.message)
                 started = 0
+            except Exception:
+                log.exception("worker.claim_failed", code="worker.claim_failed")
+                started = 0
             if started == 0:
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delivery.poll_interval_s)
             elif len(self._inflight) >= delivery.concurrency:
                 await asyncio.wait(list(self._inflight.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -152,8 +170,13 @@ class DeliveryWorker:
             now=self.clock.now(),
             limit=min(room, delivery.batch),
             lease_s=delivery.lease_s,
-            exclude_routes=self._blocked_routes(),
+            exclude_routes=[route for route in self.breaker.routes if self.breaker.is_open(route)],
+            route_limits=self._route_limits(),
+            skip=list(self._inflight),
         )
+        if self._stopping:  # stop() came while claiming: give them back untouched
+            await self.store.release_leases(self.owner, now=self.clock.now())
+            return 0
         for claim in claims:
             route = claim.delivery.receiver_her
             self._per_route[route] += 1
@@ -161,6 +184,15 @@ class DeliveryWorker:
             self._inflight[claim.delivery.id] = task
             task.add_done_callback(self._on_done(claim.delivery.id, route))
         return len(claims)
+
+    def _route_limits(self) -> dict[str, int]:
+        """How many more sends each route may take now: its concurrency less what is in flight, and a
+        single probe while its circuit is finding out whether the peer is back."""
+        limits = {}
+        for route in {p.her_id for p in self.register} | set(self._per_route) | set(self.breaker.routes):
+            allowed = 1 if self.breaker.probing(route) else policy_for(self.settings.retry, route).concurrency
+            limits[route] = max(0, allowed - self._per_route[route])
+        return limits
 
     def _on_done(self, delivery_id: int, route: str) -> Callable[[asyncio.Task[None]], None]:
         return lambda _task: self._done(delivery_id, route)
@@ -171,14 +203,6 @@ class DeliveryWorker:
         if self._per_route[route] <= 0:
             del self._per_route[route]
         self._wake.set()
-
-    def _blocked_routes(self) -> list[str]:
-        """Routes not to claim for now: open circuit, or as many sends in flight as the route allows."""
-        blocked = {route for route in self.breaker.routes if self.breaker.is_open(route)}
-        for route, count in self._per_route.items():
-            if count >= policy_for(self.settings.retry, route).concurrency:
-                blocked.add(route)
-        return sorted(blocked)
 
     async def drain(self) -> None:
         """Run until nothing is due or in flight (tests and the replay harness)."""
@@ -193,6 +217,9 @@ class DeliveryWorker:
         """Stop claiming; wait for in-flight sends up to the grace period; release what is left."""
         self._stopping = True
         self._wake.set()
+        if self._loop is not None and self._loop is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop  # the loop sees _stopping and leaves after its current round
         if self._inflight:
             _done, pending = await asyncio.wait(
                 list(self._inflight.values()), timeout=self.settings.delivery.shutdown_grace_s
@@ -217,6 +244,9 @@ class DeliveryWorker:
             attempt=d.attempts,
             channel=d.channel,
         ):
+            if d.expires_at is not None and self.clock.now() > d.expires_at:
+                await self._give_up(claim, "message.expired", "its time to live ran out before it could be sent")
+                return
             try:
                 await self._send(claim)
             except asyncio.CancelledError:
@@ -225,7 +255,7 @@ class DeliveryWorker:
                 await self._failed(claim, exc)
             except Exception as exc:  # unknown: retried, never reported to the sender
                 log.exception("delivery.unexpected_error", code="delivery.unexpected_error")
-                await self._failed(claim, TransportError(f"unexpected {type(exc).__name__}: {exc}"))
+                await self._failed(claim, UnexpectedError(f"unexpected {type(exc).__name__}: {exc}"))
             else:
                 await self._succeeded(claim)
 
@@ -246,19 +276,30 @@ class DeliveryWorker:
         party = self.register.get(d.receiver_her)
         if transport is None or party is None or not party.endpoint:
             raise NoRoute(f"No {d.channel} route to {d.receiver_her}: no adapter or endpoint is configured.")
-        body = self.protection.protect(
+        if not claim.payload:
+            raise PermanentDeliveryError(f"Message {m.id} has no document left to send (pruned).")
+        body = await asyncio.to_thread(
+            self.protection.protect,
             claim.payload,
             sender_her=m.sender_her or "",
             receiver_her=d.receiver_her,
             at=datetime.fromtimestamp(self.clock.now(), UTC),
         )
         packet = self._packet(claim, body, self.protection.content_type, party.endpoint)
-        await asyncio.wait_for(transport.send(packet), timeout=self.settings.delivery.send_timeout_s)
+        try:
+            await asyncio.wait_for(transport.send(packet), timeout=self.settings.delivery.send_timeout_s)
+        except TimeoutError:
+            raise TransportError(
+                f"{d.channel} send to {party.endpoint} timed out after {self.settings.delivery.send_timeout_s:g} s"
+            ) from None
 
     def _packet(self, claim: Claim, body: bytes, content_type: str, destination: str) -> Packet:
+        # a new transport message id for each attempt (HITS 1216 §2.2.5: a resend gets a new messageId,
+        # the MsgId stays); the receiver finds duplicates by sender and MsgId, not by this id
+        key = f"{claim.message.id}:{claim.delivery.id}:{claim.delivery.attempts}"
         return Packet(
             body=body,
-            message_id=str(uuid.uuid5(_TRANSPORT_ID, f"{claim.message.id}:{claim.delivery.id}")),
+            message_id=str(uuid.uuid5(_TRANSPORT_ID, key)),
             from_her=claim.message.sender_her or "",
             to_her=claim.delivery.receiver_her,
             content_type=content_type,
@@ -286,26 +327,30 @@ class DeliveryWorker:
             exc.apprec_code or exc.event
         )
         policy = policy_for(self.settings.retry, d.receiver_her)
-        if exc.retryable:
-            when = policy.next_attempt_at(attempt=d.attempts, now=now, expires_at=d.expires_at, rng=self.rng)
+        if not exc.retryable:
+            if await asyncio.shield(
+                self.store.mark_dead(d.id, owner=self.owner, now=now, code=code, error=exc.message)
+            ):
+                log.error("delivery.dead", code=exc.event, error_code=code)
+            return
+        if isinstance(exc, TransportError):  # the route itself failed: the breaker counts it
             self.breaker.failure(
                 d.receiver_her, retry_in=policy.delay(d.attempts, self.rng), reason=exc.message, code=exc.event
             )
-            if when is not None:
-                await asyncio.shield(
-                    self.store.reschedule(
-                        d.id, owner=self.owner, now=now, next_attempt_at=when, code=code, error=exc.message
-                    )
-                )
-                log.warning("delivery.retrying", code=exc.event, next_attempt_in_s=round(when - now, 1))
-                return
+        when = policy.next_attempt_at(attempt=d.attempts, now=now, expires_at=d.expires_at, rng=self.rng)
+        if when is None:
             why = "its time to live ran out" if d.attempts < policy.max_attempts else f"{d.attempts} attempts"
-            await asyncio.shield(
-                self.store.mark_dead(
-                    d.id, owner=self.owner, now=now, code=code, error=f"given up after {why}: {exc.message}"
-                )
-            )
-            log.error("delivery.dead", code="delivery.given_up", error_code=code, attempts=d.attempts)
+            await self._give_up(claim, code, f"given up after {why}: {exc.message}")
             return
-        await asyncio.shield(self.store.mark_dead(d.id, owner=self.owner, now=now, code=code, error=exc.message))
-        log.error("delivery.dead", code=exc.event, error_code=code)
+        recorded = await asyncio.shield(
+            self.store.reschedule(d.id, owner=self.owner, now=now, next_attempt_at=when, code=code, error=exc.message)
+        )
+        if recorded:
+            log.warning("delivery.retrying", code=exc.event, next_attempt_in_s=round(when - now, 1))
+
+    async def _give_up(self, claim: Claim, code: str, error: str) -> None:
+        now = self.clock.now()
+        if await asyncio.shield(
+            self.store.mark_dead(claim.delivery.id, owner=self.owner, now=now, code=code, error=error)
+        ):
+            log.error("delivery.dead", code="delivery.given_up", error_code=code, attempts=claim.delivery.attempts)

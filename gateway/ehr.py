@@ -58,7 +58,7 @@ class EhrDelivery:
             "X-To-Her-Id": claim.delivery.receiver_her,
         }
         try:
-            async with self._session.post(url, data=claim.payload, headers=headers) as response:
+            async with self._session.post(url, data=claim.payload, headers=headers, allow_redirects=False) as response:
                 if 200 <= response.status < 300:
                     return
                 raise TransportError(f"The EHR callback {url} answered {response.status}.")

@@ -29,7 +29,7 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
     │   ├── RevocationUnavailable     retryable: the CRL could not be had (Helsenorge "RevokedOffline")
     │   ├── DecryptionFailed          one answer for every decryption failure (no padding oracle)
     │   ├── InvalidCms                not a CMS structure of the expected profile
-    │   ├── KeyUnavailable            this gateway lacks a key or certificate it needs
+    │   ├── KeyUnavailable            retryable: this gateway lacks a key or certificate it needs
     │   └── SpoofingDetected          signer is not the claimed sender
     ├── DeliveryError                 handing a packet to a transport
     │   ├── TransportError            retryable: peer down, timeout, 5xx
@@ -38,6 +38,7 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
     ├── RequestError                  an API call that cannot be served (HTTP 4xx)
     │   ├── Unauthorized, Forbidden, NotFound, Conflict, BadRequest
     ├── ConfigError                   the configuration or register is unusable
+    ├── UnexpectedError               retryable: an exception that is not ours, wrapped (a bug)
     └── StoreError                    the store failed (retryable)
 """
 
@@ -80,6 +81,7 @@ __all__ = [
     "StoreError",
     "TransportError",
     "Unauthorized",
+    "UnexpectedError",
     "UnknownReceiver",
     "UnreadableEncoding",
     "UnsupportedMessage",
@@ -252,12 +254,14 @@ class InvalidCms(SecurityError):
 
 
 class KeyUnavailable(SecurityError):
-    """This gateway lacks a key or certificate it needs; an operator must act, so it is not retried."""
+    """This gateway lacks a key or certificate it needs. Nothing is wrong with the message: it waits
+    (and the peer keeps its packet) while an operator puts the key in place."""
 
     event = "security.key_unavailable"
+    retryable = True
     apprec_code = None
     transport_condition = "transport:internal-error"
-    http_status = 500
+    http_status = 503
 
 
 class SpoofingDetected(SecurityError):
@@ -334,6 +338,14 @@ class Conflict(RequestError):
 
 class ConfigError(GatewayError):
     event = "config.invalid"
+
+
+class UnexpectedError(GatewayError):
+    """An exception that is not the gateway's own: a bug or a library's surprise. Retried, never told to
+    a sender, and logged with its traceback."""
+
+    event = "gateway.unexpected"
+    retryable = True
 
 
 class StoreError(GatewayError):

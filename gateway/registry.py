@@ -102,6 +102,23 @@ class Register:
                 return party
         return None
 
+    def attribute(self, her_ids: Iterable[str]) -> Party | None:
+        """The one party a chain of HER-ids (person, service, organisation) names - or None when it names
+        none, or names it inconsistently: another registered party, or another party's organisation,
+        anywhere in the chain. (Unregistered ids, a GP's personal HER-id say, are allowed.)"""
+        ids = list(her_ids)
+        party = self.find(ids)
+        if party is None:
+            return None
+        for her_id in ids:
+            other = self._parties.get(her_id)
+            if other is not None and other is not party:
+                return None
+            org = self._organisations.get(her_id)
+            if org is not None and org.her_id != party.organisation.her_id:
+                return None
+        return party
+
     def organisation(self, her_id: str | None) -> Organisation | None:
         return self._organisations.get(her_id or "")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from gateway.config import RetrySettings
 
-__all__ = ["RetryPolicy", "policy_for"]
+__all__ = ["RetryPolicy", "policy_for", "ttls"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,10 @@ def policy_for(settings: RetrySettings, route: str) -> RetryPolicy:
         ordered=bool(pick("ordered", settings.ordered)),
         concurrency=int(pick("concurrency", settings.route_concurrency)),
     )
+
+
+def ttls(settings: RetrySettings) -> dict[str, float]:
+    """The time to live of each route with its own, and of every other route ("*"), in seconds."""
+    found = {route: policy_for(settings, route).ttl_s for route in settings.routes}
+    found["*"] = settings.ttl_h * 3600
+    return found

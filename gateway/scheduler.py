@@ -20,7 +20,7 @@ from gateway.log import get_logger
 from gateway.security.protection import MessageProtection
 from gateway.store.base import Store
 
-__all__ = ["Housekeeping", "start_scheduler"]
+__all__ = ["Housekeeping", "guarded", "start_scheduler"]
 
 log = get_logger(__name__)
 _DAY = 86400.0
@@ -57,11 +57,11 @@ class Housekeeping:
         return len(late), len(overdue)
 
     async def leases(self) -> int:
-        """Report deliveries whose worker let the lease run out; the next claim takes them up again."""
-        expired = await self.store.expired_leases(now=self.clock.now())
-        if expired:
-            log.warning("queue.leases_expired", code="queue.leases_expired", deliveries=expired)
-        return expired
+        """Take back deliveries whose worker died mid-send (the lease ran out) - logged once each time."""
+        reaped = await self.store.reap_leases(now=self.clock.now())
+        if reaped:
+            log.warning("queue.leases_expired", code="queue.leases_expired", deliveries=reaped)
+        return reaped
 
     async def crls(self) -> None:
         """Fetch the configured CRLs again (URLs over HTTP, files from disk)."""
@@ -118,7 +118,7 @@ class Housekeeping:
         await self.store.maintain()
 
 
-def _guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
+def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         try:
             await job()
@@ -134,17 +134,19 @@ def start_scheduler(housekeeping: Housekeeping, settings: Settings) -> AsyncIOSc
     """Start every housekeeping job on the running event loop."""
     h = settings.housekeeping
     scheduler = AsyncIOScheduler(timezone=UTC)
-    jobs: list[tuple[str, Callable[[], Awaitable[object]], float]] = [
-        ("receipts", housekeeping.receipts, h.deadline_check_s),
-        ("leases", housekeeping.leases, h.lease_reaper_s),
-        ("crls", housekeeping.crls, settings.security.crl_refresh_s),
-        ("certificates", housekeeping.certificates, 6 * 3600.0),
-        ("prune", housekeeping.prune, 3600.0),
-        ("maintenance", housekeeping.maintenance, h.maintenance_s),
+    # (name, job, interval, run once at start) - the CRLs were fetched as the gateway opened
+    jobs: list[tuple[str, Callable[[], Awaitable[object]], float, bool]] = [
+        ("receipts", housekeeping.receipts, h.deadline_check_s, True),
+        ("leases", housekeeping.leases, h.lease_reaper_s, False),
+        ("crls", housekeeping.crls, settings.security.crl_refresh_s, False),
+        ("certificates", housekeeping.certificates, 6 * 3600.0, True),
+        ("prune", housekeeping.prune, 3600.0, False),
+        ("maintenance", housekeeping.maintenance, h.maintenance_s, False),
     ]
-    for name, job, seconds in jobs:
+    for name, job, seconds, at_start in jobs:
+        first = {"next_run_time": datetime.now(UTC)} if at_start else {}
         scheduler.add_job(
-            _guarded(name, job),
+            guarded(name, job),
             "interval",
             seconds=seconds,
             id=name,
@@ -152,6 +154,7 @@ def start_scheduler(housekeeping: Housekeeping, settings: Settings) -> AsyncIOSc
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(seconds)),
+            **first,
         )
     scheduler.start()
     return scheduler

@@ -20,13 +20,13 @@ from gateway.config import Settings
 from gateway.core import Core, build_core
 from gateway.delivery import DeliveryWorker
 from gateway.ehr import EhrDelivery
-from gateway.errors import GatewayError
+from gateway.errors import ConfigError, GatewayError
 from gateway.log import get_logger
 from gateway.pipeline.inbound import InboundPipeline
 from gateway.pipeline.outbound import Client, OutboundPipeline
 from gateway.pipeline.receipts import Receipts
 from gateway.registry import Register
-from gateway.scheduler import Housekeeping, start_scheduler
+from gateway.scheduler import Housekeeping, guarded, start_scheduler
 from gateway.security.devpki import ensure_dev_pki
 from gateway.security.protection import MessageProtection, NoProtection, build_protection
 from gateway.store.base import MessageRecord
@@ -91,6 +91,8 @@ class Gateway:
         self.ehr = EhrDelivery(self.register, timeout_s=settings.delivery.send_timeout_s)
         await self._start_transports()
         self.housekeeping = Housekeeping(self.store, self.protection, settings, self.clock)
+        # CRLs given as URLs are fetched before the first message needs them, not an hour later
+        await guarded("crls", self.housekeeping.crls)()
         self.worker = DeliveryWorker(
             store=self.store,
             register=self.register,
@@ -156,7 +158,13 @@ class Gateway:
         self._tasks.append(asyncio.create_task(self.worker.run(), name="delivery-worker"))
         self._scheduler = start_scheduler(self.housekeeping, self.settings)
         for folder in self.settings.drop_folders:
-            client = Client(name=folder.name or f"folder:{folder.path.name}", senders=frozenset(folder.senders) or None)
+            if not folder.senders:  # fail closed: a folder names whom it may send for, like a token
+                raise ConfigError(f"Drop folder {folder.path} lists no senders; say which local HER-ids it serves.")
+            everyone = "*" in folder.senders
+            client = Client(
+                name=folder.name or f"folder:{folder.path.name}",
+                senders=None if everyone else frozenset(folder.senders),
+            )
             watcher = FolderWatcher(folder.path, self._drop_handler(client), poll_interval_s=folder.poll_interval_s)
             self._watchers.append(watcher)
             self._tasks.append(asyncio.create_task(watcher.start(), name=f"drop-folder:{folder.path}"))
@@ -166,14 +174,7 @@ class Gateway:
             try:
                 record, _created = await self.submit(packet.body, client)
             except GatewayError as exc:
-                return InboundResult(
-                    False,
-                    retry_later=exc.retryable,
-                    condition=exc.transport_condition,
-                    code=exc.apprec_code,
-                    event=exc.event,
-                    message=exc.message,
-                )
+                return InboundResult.refused(exc)
             return InboundResult(True, reference=record.id)
 
         return handle

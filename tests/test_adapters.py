@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from importlib.metadata import EntryPoint
 
 import pytest
@@ -45,3 +46,29 @@ class TestPacket:
         """A packet without its routing metadata is not guessed at."""
         with pytest.raises(ValueError, match="X-From-Her-Id"):
             Packet.from_headers(b"x", {"X-Message-Id": "1", "X-To-Her-Id": "1", "Content-Type": "x"})
+
+
+class TestHttpAdapter:
+    async def test_redirect_is_refused_not_followed(self) -> None:
+        """A peer endpoint that redirects would turn the POST into an empty GET: refused, for good."""
+        from aiohttp import web
+        from aiohttp.test_utils import TestServer
+
+        from adapters.http import HttpTransport
+        from gateway.errors import PermanentDeliveryError, TransportError
+
+        async def moved(_request: web.Request) -> web.Response:
+            raise web.HTTPFound("/elsewhere")
+
+        async def busy(_request: web.Request) -> web.Response:
+            return web.json_response({"error": {"message": "busy"}}, status=503)
+
+        app = web.Application()
+        app.router.add_post("/moved", moved)
+        app.router.add_post("/busy", busy)
+        async with TestServer(app) as server, HttpTransport() as transport:
+            packet = Packet(b"x", "m", "7100101", "7200101", "application/pkcs7-mime", "T")
+            with pytest.raises(PermanentDeliveryError, match="redirects"):
+                await transport.send(dataclasses.replace(packet, destination=str(server.make_url("/moved"))))
+            with pytest.raises(TransportError, match="busy"):
+                await transport.send(dataclasses.replace(packet, destination=str(server.make_url("/busy"))))

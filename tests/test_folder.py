@@ -7,9 +7,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import pytest
+
 from adapters.base import InboundResult, Packet, TransportContext
 from adapters.folder import FolderTransport, FolderWatcher, atomic_write
 from gateway.config import DropFolderSettings
+from gateway.errors import ConfigError
 from gateway.service import Gateway
 
 from .region import fixture_bytes, settings_for
@@ -91,3 +94,35 @@ class TestDropFolderSubmission:
             view = await gateway.store.get(reference)
             assert view is not None and view.message.client == "hitra-folder"
         assert (drop / "failed" / "broken.xml.reason.txt").read_text().startswith("E10")
+
+
+class TestBadFiles:
+    async def test_unreadable_metadata_goes_to_failed(self, tmp_path: Path) -> None:
+        """A packet whose metadata does not read lands in failed/ with a reason - never stuck in processing/."""
+
+        async def handler(_packet: Packet) -> InboundResult:
+            raise AssertionError("must not be called")
+
+        atomic_write(tmp_path, "p.json", b"{not json")
+        atomic_write(tmp_path, "p.msg", b"x")
+        assert await FolderWatcher(tmp_path, handler).scan() == 1
+        assert (tmp_path / "failed" / "p.msg").exists() and not list((tmp_path / "processing").iterdir())
+        assert "unreadable packet metadata" in (tmp_path / "failed" / "p.msg.reason.txt").read_text()
+
+    async def test_handler_crash_puts_the_file_back(self, tmp_path: Path) -> None:
+        """An unexpected failure while handling a file returns it to the folder for the next scan."""
+
+        async def handler(_packet: Packet) -> InboundResult:
+            raise RuntimeError("boom")
+
+        atomic_write(tmp_path, "a.xml", b"<a/>")
+        assert await FolderWatcher(tmp_path, handler).scan() == 0
+        assert (tmp_path / "a.xml").exists()
+
+    async def test_drop_folder_must_name_its_senders(self, tmp_path: Path) -> None:
+        """A drop folder without senders is refused at start (it fails closed, like a token)."""
+        settings = settings_for(tmp_path / "data", security={"protection": "none"})
+        settings = dataclasses.replace(settings, drop_folders=(DropFolderSettings(tmp_path / "drop"),))
+        async with Gateway(settings) as gateway:
+            with pytest.raises(ConfigError, match="lists no senders"):
+                gateway.start_background()

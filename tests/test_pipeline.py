@@ -149,3 +149,47 @@ class TestInbound:
             apprec_id = next(t.detail["apprec_message_id"] for t in view.trace if t.event == "apprec.queued")
             apprec = await r.hub.store.payload(apprec_id)
             assert apprec is not None and b'V="E10"' in apprec and b'V="2"' in apprec
+
+
+class TestAttribution:
+    async def test_nested_her_id_of_another_party_is_spoofing(self, tmp_path: Path) -> None:
+        """St. Olavs cannot pose as Frøya by nesting Frøya's HER-id under its own organisation."""
+        async with region(tmp_path) as r:
+            body = fixture_bytes(EPIKRISE).replace(b"<Id>7200101</Id>", b"<Id>7100101</Id>", 1)
+            packet = Packet(body, "t", "7200101", "7102001", "application/xml", "")
+            result = await r.hub.receive(packet, via="memory")
+            assert not result.accepted and result.condition == "abuse:spoofing-attack"
+
+    async def test_apprec_settles_only_the_answering_partys_delivery(self, tmp_path: Path) -> None:
+        """An AppRec that also names the copy receiver is refused; an honest one settles only its sender's
+        delivery, never the copy receiver's."""
+        async with region(tmp_path) as r:
+            record, _ = await r.stolav.submit(fixture_bytes(EPIKRISE), ADMIN)
+            for claim in await r.stolav.store.claim_due(owner="t", now=r.clock.now(), limit=10, lease_s=60):
+                await r.stolav.store.mark_sent(claim.delivery.id, owner="t", now=r.clock.now(), reason="test")
+            mixed = _apprec_from(r, answering_her="7102001", naming="7100101")
+            refused = await r.stolav.receive(Packet(mixed, "a", "7102001", "7200101", "application/xml", ""), via="m")
+            assert not refused.accepted and refused.condition == "abuse:spoofing-attack"
+            honest = _apprec_from(r, answering_her="7102001", naming=None)
+            assert (
+                await r.stolav.receive(Packet(honest, "b", "7102001", "7200101", "application/xml", ""), via="m")
+            ).accepted
+            view = await r.stolav.store.get(record.id)
+            assert view is not None
+            states = {d.receiver_her: d.state for d in view.deliveries}
+            assert states == {"7102001": DeliveryState.ACKNOWLEDGED, "7100101": DeliveryState.SENT}
+
+
+def _apprec_from(r, *, answering_her: str, naming: str | None) -> bytes:  # type: ignore[no-untyped-def]
+    """An OK AppRec from the GP to St. Olavs; with ``naming`` its Sender also names that party's HER-id."""
+    from gateway.model.apprec import build_apprec
+    from gateway.model.envelope import Addressee, Ident, Unit, read_envelope
+    from gateway.xml import parse
+
+    doc = parse(fixture_bytes(EPIKRISE))
+    original = read_envelope(r.hub.core.catalog.identify(doc.root), doc.root)
+    units = [Unit("service", "Fastlegene", (Ident(answering_her, "HER"),))]
+    if naming:
+        units.append(Unit("person", "x", (Ident(naming, "HER"),)))
+    answering = Addressee("Orkanger legesenter", (Ident("7102000", "HER"),), tuple(units))
+    return build_apprec(original, version="1.1", answering=answering, role="PRIM", status="1")

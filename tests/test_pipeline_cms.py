@@ -13,9 +13,11 @@ from adapters.base import Packet
 from adapters.memory import MemoryNetwork
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT
+from gateway.errors import KeyUnavailable
 from gateway.registry import load_register
 from gateway.replay import mirror_regions
 from gateway.security.devpki import revoke
+from gateway.security.protection import NoProtection
 from gateway.service import Gateway
 from gateway.store.base import DeliveryState, MessageState
 
@@ -83,3 +85,37 @@ async def test_spoofed_sender_is_refused_unanswered(tmp_path: Path) -> None:
             packet, body=stolav.protection.protect(body, sender_her="7200101", receiver_her="7102001")
         )
         assert (await hub.receive(honest, via="memory")).accepted
+
+
+async def test_unknown_service_of_our_organisation_is_answered_e21(tmp_path: Path) -> None:
+    """Encrypted to one of our certificates but addressed to a service the register does not list: E21,
+    answered by a local party of that organisation in its own name."""
+    hub, stolav, _network, _pki = build(tmp_path)
+    async with stolav, hub:
+        body = fixture_bytes(EPIKRISE).replace(b"<Id>7102001</Id>", b"<Id>7102009</Id>")  # unknown GP service
+        forged = stolav.protection.protect(body, sender_her="7200101", receiver_her="7102001")  # GP's certificate
+        result = await hub.receive(
+            Packet(forged, "t", "7200101", "7102009", stolav.protection.content_type, ""), via="memory"
+        )
+        assert result.accepted and result.code == "E21"
+        view = await hub.store.get(result.reference or "")
+        assert view is not None and view.message.receiver_her == "7102001"  # answered by the GP office's party
+        apprec_id = next(t.detail["apprec_message_id"] for t in view.trace if t.event == "apprec.queued")
+        apprec = await hub.store.payload(apprec_id)
+        assert apprec is not None and b'V="E21"' in apprec and b"<Id>7102001</Id>" in apprec
+
+
+class KeylessProtection(NoProtection):
+    """A gateway whose key for the receiving party is not in place (the dev layout with files missing)."""
+
+    def unprotect(self, packet: bytes, *, receiver_her: str, claimed_sender_her: str, at: Any = None) -> Any:
+        raise KeyUnavailable(f"No decryption key for {receiver_her}: pki/{receiver_her}/enc.key is missing.")
+
+
+async def test_missing_local_key_asks_the_peer_to_wait(tmp_path: Path) -> None:
+    """A local party whose key is missing is our problem: 'retry later', so the peer keeps the packet."""
+    settings = settings_for(tmp_path, security={"protection": "none"})
+    async with Gateway(settings, protection=KeylessProtection()) as hub:
+        result = await hub.receive(Packet(b"...", "t", "7200101", "7102001", "application/pkcs7-mime", ""), via="http")
+        assert not result.accepted and result.retry_later and result.event == "security.key_unavailable"
+        assert await hub.store.counts() == {}  # nothing stored: the peer still has it

@@ -19,6 +19,7 @@ from .region import ADMIN, fixture_bytes, region
 
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"
 FORESPORSEL = "dialogmelding-1.1/helsefaglig-dialog-foresporsel.xml"
+INNLEGGELSE = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"
 
 
 def gp_decides() -> Register:
@@ -97,3 +98,40 @@ class TestDeadline:
             await r.drain()
             view = await r.stolav.store.get(record.id)
             assert view is not None and view.message.state == MessageState.ACKNOWLEDGED
+
+
+class TestStatusThree:
+    async def test_ok_with_errors_in_a_part_is_readable(self, tmp_path: Path) -> None:
+        """AppRec status 3 settles the delivery as acknowledged-with-errors; the message stays readable."""
+        async with region(tmp_path, hub_register=gp_decides()) as r:
+            record, _ = await r.stolav.submit(fixture_bytes(EPIKRISE), ADMIN)
+            await r.drain()
+            [received] = await r.hub.store.inbox("7102001")
+            await r.hub.receipts.ehr_decides(
+                received.id, status="3", errors=(AppRecError("X99", "Vedlegg 2 kunne ikke leses"),), actor="ehr"
+            )
+            await r.drain()
+            view = await r.stolav.store.get(record.id)
+            assert view is not None
+            states = {d.receiver_her: d.state for d in view.deliveries}
+            assert states["7102001"] == DeliveryState.ACKNOWLEDGED_WITH_ERRORS
+            assert view.message.state == MessageState.ACKNOWLEDGED_WITH_ERRORS
+            page = await r.stolav.store.list_messages(direction="out")
+            assert record.id in {m.id for m in page.items}
+
+
+class TestEhrMayOnlyAnswerWhatIsItsToAnswer:
+    async def test_no_apprec_for_an_apprec_nor_for_gateway_decided_parties(self, tmp_path: Path) -> None:
+        """The EHR cannot answer an AppRec, nor a message whose receipts the gateway decides."""
+        async with region(tmp_path, hub_register=gp_decides()) as r:
+            await r.stolav.submit(fixture_bytes(EPIKRISE), ADMIN)
+            await r.drain()
+            froya = await r.hub.store.inbox("7100101")  # Frøya's AppRecs are the gateway's to send
+            with pytest.raises(Conflict, match="decided by the gateway"):
+                await r.hub.receipts.ehr_decides(froya[0].id, status="1", errors=(), actor="ehr")
+            await r.hub.submit(fixture_bytes(INNLEGGELSE), ADMIN)  # answered by St. Olavs and the legevakt
+            await r.drain()
+            apprecs = await r.hub.store.list_messages(direction="in", kind="apprec-1.1")
+            assert len(apprecs.items) == 2
+            with pytest.raises(Conflict, match="never answered"):
+                await r.hub.receipts.ehr_decides(apprecs.items[0].id, status="1", errors=(), actor="ehr")

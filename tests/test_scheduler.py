@@ -9,7 +9,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from gateway.clock import ManualClock
-from gateway.scheduler import Housekeeping, _guarded
+from gateway.scheduler import Housekeeping, guarded
 from gateway.security.keys import CertificateInfo
 from gateway.store.sqlite import SqliteStore
 
@@ -67,7 +67,7 @@ class TestJobsKeepRunning:
             if len(runs) == 1:
                 raise RuntimeError("disk hiccup")
 
-        job = _guarded("flaky", flaky)
+        job = guarded("flaky", flaky)
         with capture_logs() as logs:
             await job()
             await job()
@@ -88,7 +88,7 @@ class TestJobsKeepRunning:
             active -= 1
 
         scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(_guarded("slow", slow), "interval", seconds=0.05, max_instances=1, coalesce=True)
+        scheduler.add_job(guarded("slow", slow), "interval", seconds=0.05, max_instances=1, coalesce=True)
         with capture_logs():
             scheduler.start()
             await asyncio.sleep(0.8)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from gateway.errors import Conflict
 from gateway.store.base import DeliveryState, Direction, MessageState, NewDelivery, NewMessage
 from gateway.store.sqlite import SqliteStore
 
@@ -144,12 +146,32 @@ class TestOperator:
         assert view is not None and view.message.state == MessageState.CANCELLED
 
     async def test_prune_drops_payload_keeps_trace(self, store: SqliteStore) -> None:
-        """After the retention period a finished message loses its payload, not its metadata or trace."""
+        """After the retention period a finished message loses its payload, not its metadata or trace; a dead
+        letter keeps its payload (an operator may still retry it), and a pruned message cannot be retried."""
         record, _ = await store.add_message(message(), [to()], now=NOW)
         [claim] = await store.claim_due(owner="w", now=NOW, limit=1, lease_s=30)
         await store.mark_dead(claim.delivery.id, owner="w", now=NOW, code="x", error="y")
-        assert await store.prune(before=NOW - 1, now=NOW) == 0
-        assert await store.prune(before=NOW + 1, now=NOW + 2) == 1
+        assert await store.prune(before=NOW + 1, now=NOW + 2) == 0  # dead: kept
+        await store.cancel(record.id, actor="ops", now=NOW + 3)
+        assert await store.prune(before=NOW - 1, now=NOW + 4) == 0  # not old enough
+        assert await store.prune(before=NOW + 1, now=NOW + 5) == 1
         view = await store.get(record.id)
         assert view is not None and view.message.payload_pruned and await store.payload(record.id) is None
         assert view.trace[-1].event == "message.pruned"
+        with pytest.raises(Conflict, match="pruned"):
+            await store.retry(record.id, actor="ops", now=NOW + 6, ttl_s=60)
+
+
+class TestRouteLimits:
+    async def test_a_route_gets_no_more_than_its_share(self, store: SqliteStore) -> None:
+        """Thirteen lanes to one receiver: a claim takes only as many as the route may have in flight."""
+        for i in range(13):
+            await store.add_message(message(f"m{i}", sender=f"71{i:02}101"), [to()], now=NOW)
+        await store.add_message(message("other"), [to("7103001")], now=NOW)
+        claims = await store.claim_due(owner="w", now=NOW, limit=32, lease_s=30, route_limits={"7200101": 4})
+        by_route = Counter(c.delivery.receiver_her for c in claims)
+        assert by_route == {"7200101": 4, "7103001": 1}
+        probe = await store.claim_due(
+            owner="w", now=NOW, limit=32, lease_s=30, route_limits={"7200101": 0}, skip=[c.delivery.id for c in claims]
+        )
+        assert probe == []

@@ -5,15 +5,16 @@ Every action is recorded in the trace of each message it touches, with the clien
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from gateway.api.keys import GATEWAY
-from gateway.api.messages import client_of
+from gateway.api.messages import client_of, cursor, page_limit
 from gateway.api.views import iso, message_json, view_json
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.pipeline.outbound import Client
+from gateway.retry import ttls
 
 __all__ = ["routes"]
 
@@ -31,9 +32,10 @@ def _since(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value).timestamp()
+        when = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequest("since must be an ISO 8601 time, e.g. 2026-11-22T08:00:00+00:00.") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()  # no zone given: UTC
 
 
 @routes.get("/v1/admin/queue")
@@ -46,8 +48,8 @@ async def queue(request: web.Request) -> web.Response:
         direction=q.get("direction") or None,
         kind=q.get("kind") or None,
         since=_since(q.get("since")),
-        limit=min(int(q.get("limit", "100") or 100), 1000),
-        cursor=q.get("cursor") or None,
+        limit=page_limit(q.get("limit"), default=100, most=1000),
+        cursor=cursor(q.get("cursor")),
     )
     return web.json_response({"items": [message_json(m) for m in page.items], "next_cursor": page.next_cursor})
 
@@ -66,7 +68,7 @@ async def retry(request: web.Request) -> web.Response:
     client = admin_of(request)
     gateway = request.app[GATEWAY]
     count = await gateway.store.retry(
-        request.match_info["id"], actor=client.name, now=gateway.clock.now(), ttl_s=gateway.settings.retry.ttl_h * 3600
+        request.match_info["id"], actor=client.name, now=gateway.clock.now(), ttl_s=ttls(gateway.settings.retry)
     )
     gateway.worker.notify()
     return web.json_response({"id": request.match_info["id"], "requeued": count})
@@ -78,7 +80,7 @@ async def retry_dead(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     route = request.query.get("route") or None
     count = await gateway.store.retry_dead(
-        route=route, actor=client.name, now=gateway.clock.now(), ttl_s=gateway.settings.retry.ttl_h * 3600
+        route=route, actor=client.name, now=gateway.clock.now(), ttl_s=ttls(gateway.settings.retry)
     )
     gateway.worker.notify()
     return web.json_response({"route": route, "requeued": count})

@@ -28,12 +28,13 @@ from typing import Any
 import aiohttp
 
 from gateway.api.views import message_json, view_json
+from gateway.config import load_settings
 from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.retry import ttls
 from gateway.store.sqlite import SqliteStore
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_TTL_S = 96 * 3600.0
 
 
 def register(sub: Any) -> None:
@@ -41,6 +42,7 @@ def register(sub: Any) -> None:
     p.add_argument("--url", help="a running gateway (with --token)")
     p.add_argument("--token", help="an admin API token")
     p.add_argument("--data-dir", type=Path, help="work directly on a stopped gateway's store")
+    p.add_argument("--config", type=Path, help="with --data-dir: the config whose retry settings apply")
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="messages, newest first")
     listing.add_argument("--state")
@@ -77,9 +79,10 @@ def _since(value: str | None) -> float | None:
     if match:
         return time.time() - float(match.group(1)) * _UNITS[match.group(2)]
     try:
-        return datetime.fromisoformat(value).timestamp()
+        when = datetime.fromisoformat(value)
     except ValueError:
         raise BadRequest(f"--since {value!r}: give 2h, 30m, 1d or an ISO time.") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()  # no zone given: UTC
 
 
 async def _via_api(args: argparse.Namespace) -> Any:
@@ -125,6 +128,7 @@ async def _direct(args: argparse.Namespace) -> Any:
         raise SystemExit(f"gateway queue: no store at {path}")
     actor = f"cli:{getpass.getuser()}"
     now = time.time()
+    ttl = ttls(load_settings(args.config).retry)
     async with SqliteStore(path) as store:
         try:
             if args.action == "list":
@@ -139,8 +143,8 @@ async def _direct(args: argparse.Namespace) -> Any:
                 return view_json(view)
             if args.action == "retry":
                 if args.dead:
-                    return {"requeued": await store.retry_dead(route=args.route, actor=actor, now=now, ttl_s=_TTL_S)}
-                return {"requeued": await store.retry(args.id, actor=actor, now=now, ttl_s=_TTL_S)}
+                    return {"requeued": await store.retry_dead(route=args.route, actor=actor, now=now, ttl_s=ttl)}
+                return {"requeued": await store.retry(args.id, actor=actor, now=now, ttl_s=ttl)}
             if args.action == "cancel":
                 return {"cancelled": await store.cancel(args.id, actor=actor, now=now)}
             if args.action in ("pause", "resume"):

@@ -16,6 +16,7 @@ The transport is acknowledged only once the outcome is stored. Every outcome is 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from gateway.core import Core
 from gateway.errors import GatewayError, MetadataMismatch, SecurityError, SpoofingDetected, UnknownReceiver
 from gateway.log import get_logger
 from gateway.model.envelope import Addressee, Envelope
-from gateway.pipeline.receipts import Receipts
+from gateway.pipeline.receipts import Receipts, addressee_of
 from gateway.registry import Party
 from gateway.security.protection import MessageProtection
 from gateway.store.base import DeliveryState, Direction, MessageState, NewDelivery, NewMessage, Store
@@ -51,20 +52,15 @@ class InboundPipeline:
         """Handle one packet from a transport (``local``: handed over inside the hub, not protected)."""
         try:
             return await self._receive(packet, via=via, local=local)
-        except GatewayError as exc:
-            if exc.retryable:
-                log.warning(
-                    "inbound.retry_later", code=exc.event, sender=packet.from_her, receiver=packet.to_her, via=via
-                )
-                return InboundResult(
-                    False,
-                    retry_later=True,
-                    condition=exc.transport_condition,
-                    code=exc.apprec_code,
-                    event=exc.event,
-                    message=exc.message,
-                )
-            raise
+        except GatewayError as exc:  # a temporary problem on our side (CRL offline, store busy): peer keeps it
+            log.warning(
+                "inbound.retry_later" if exc.retryable else "transport.refused",
+                code=exc.event,
+                sender=packet.from_her,
+                receiver=packet.to_her,
+                via=via,
+            )
+            return InboundResult.refused(exc)
 
     async def _receive(self, packet: Packet, *, via: str, local: bool) -> InboundResult:
         now = self.clock.now()
@@ -72,7 +68,8 @@ class InboundPipeline:
         security_error: SecurityError | None = None
         if not local:
             try:
-                verified = self.protection.unprotect(
+                verified = await asyncio.to_thread(
+                    self.protection.unprotect,
                     packet.body,
                     receiver_her=packet.to_her,
                     claimed_sender_her=packet.from_her,
@@ -85,39 +82,52 @@ class InboundPipeline:
                 if isinstance(exc, SpoofingDetected) or exc.content is None:
                     return await self._refuse(packet, via, exc, now)
                 content, security_error = exc.content, exc  # decrypted, but the signer is not to be trusted
-        judgement = self.core.validator.judge(content, check_receiver=False)
+        judgement = await asyncio.to_thread(self.core.validator.judge, content, check_receiver=False)
         envelope = judgement.envelope
         if envelope is None:  # not readable as a KITH message at all: nobody to answer
             assert judgement.error is not None
             return await self._refuse(packet, via, judgement.error, now, content)
-        if packet.from_her and packet.from_her not in (envelope.sender.her_ids if envelope.sender else ()):
+        if envelope.sender is None or not envelope.sender.her_ids:
+            return await self._misaddressed(packet, via, envelope, content, now, "names no sender HER-id to answer")
+        sender = self.core.register.attribute(envelope.sender.her_ids)
+        if sender is None or (packet.from_her and sender.her_id != packet.from_her):
+            who = f"party {sender.her_id}" if sender else "no one party of the register"
             spoof = SpoofingDetected(
-                f"The transport says the packet is from HER-id {packet.from_her}, the message says "
-                f"{envelope.sender_her or 'nobody'}."
+                f"The transport says the packet is from HER-id {packet.from_her or '-'}; the message names "
+                f"{', '.join(envelope.sender.her_ids)}, which is {who}."
             )
             return await self._refuse(packet, via, spoof, now, content)
-        me, role = self._addressee(envelope, packet.to_her)
-        party = self.core.register.find(me.her_ids) if me is not None else None
         error: GatewayError | None = security_error or judgement.error
-        if me is None:
-            error = error or MetadataMismatch(
-                f"The transport addresses HER-id {packet.to_her}, but the message names no such receiver."
-            )
-            me, role = envelope.receiver, "PRIM"
-            party = self._answering_party(envelope.receiver)
-        elif party is None or not party.local:
-            if not self.core.register.is_local_organisation(me.organisation_her_id):
-                return await self._misaddressed(packet, via, envelope, content, now, "is not served by this gateway")
-            error = error or UnknownReceiver(
-                f"The receiving service (HER-id {', '.join(me.her_ids)}) is not registered at "
-                f"{me.name or 'this organisation'}."
-            )
-            party = self._answering_party(me)
-        if envelope.sender_her is None or me is None or party is None:
-            return await self._misaddressed(packet, via, envelope, content, now, "names no sender to answer")
+        me, role = self._addressee(envelope, packet.to_her)
+        party = self.core.register.attribute(me.her_ids) if me is not None else None
+        if me is not None and party is not None and party.local and party.her_id == (packet.to_her or party.her_id):
+            answering = me  # the AppRec mirrors the receiver as the message names it
+        else:
+            # not plainly ours: answer E10 (transport and message disagree) or E21 (a service of one of our
+            # organisations we do not know) as the local party that took the packet - or keep it unanswered
+            taker = self.core.register.get(packet.to_her)
+            named = me or envelope.receiver
+            if taker is None or not taker.local:
+                org = named.organisation_her_id if named else None
+                if not self.core.register.is_local_organisation(org):
+                    return await self._misaddressed(
+                        packet, via, envelope, content, now, "is for a party this gateway does not serve"
+                    )
+                taker = next(p for p in self.core.register.local_parties if p.organisation.her_id == org)
+                error = error or UnknownReceiver(
+                    f"The receiving service (HER-id {', '.join(named.her_ids) if named else packet.to_her}) is "
+                    f"not registered at {taker.organisation.name}."
+                )
+            else:
+                error = error or MetadataMismatch(
+                    f"The transport addresses HER-id {packet.to_her}, but the message names no such receiver."
+                )
+            party, answering, role = taker, addressee_of(taker), role if me is not None else "PRIM"
         if envelope.kind.family == "apprec":
-            return await self.receipts.take_apprec(envelope, judgement, content, via=via, now=now, error=error)
-        return await self._store(packet, via, envelope, judgement, content, now, me, role, party, error)
+            return await self.receipts.take_apprec(
+                envelope, judgement, content, via=via, now=now, error=error, sender=sender, receiver=party
+            )
+        return await self._store(packet, via, envelope, judgement, content, now, answering, role, sender, party, error)
 
     def _addressee(self, envelope: Envelope, to_her: str) -> tuple[Addressee | None, str]:
         """Which of the message's receivers the packet is for: the primary or a copy receiver."""
@@ -128,11 +138,6 @@ class InboundPipeline:
                 return copy, "COP"
         return None, "PRIM"
 
-    def _answering_party(self, addressee: Addressee | None) -> Party | None:
-        """For an E21 answer: a local party of the addressed organisation signs on its behalf."""
-        org = addressee.organisation_her_id if addressee else None
-        return next((p for p in self.core.register.local_parties if p.organisation.her_id == org), None)
-
     async def _store(
         self,
         packet: Packet,
@@ -141,19 +146,18 @@ class InboundPipeline:
         judgement: Judgement,
         content: bytes,
         now: float,
-        me: Addressee,
+        answering: Addressee,
         role: str,
+        sender: Party,
         party: Party,
         error: GatewayError | None,
     ) -> InboundResult:
-        sender_her = envelope.sender_her
-        assert sender_her is not None
-        receiver_her = party.her_id if error is None or not isinstance(error, UnknownReceiver) else (me.her_id or "")
+        sender_her, receiver_her = sender.her_id, party.her_id
         message_id = uuid.uuid4().hex
         state = MessageState.REJECTED if error is not None else MessageState.RECEIVED
         deliveries = [] if error is not None else [self._ehr_delivery(party)]
         apprec = self.receipts.answer(
-            envelope, message_id=message_id, answering=me, role=role, party=party, error=error, now=now
+            envelope, message_id=message_id, answering=answering, role=role, party=party, error=error, now=now
         )
         message = NewMessage(
             id=message_id,
@@ -166,7 +170,7 @@ class InboundPipeline:
             state=state,
             payload=content,
             client=via,
-            dedupe_key=f"in|{sender_her}|{envelope.msg_id}|{receiver_her}",
+            dedupe_key=f"in|{sender_her}|{envelope.msg_id}|{receiver_her}" if envelope.msg_id else None,
             conversation_ref=envelope.conversation.ref_to_conversation if envelope.conversation else None,
             gen_date=envelope.gen_date,
             error_code=error.apprec_code if error else None,
@@ -220,9 +224,13 @@ class InboundPipeline:
             state=MessageState.MISADDRESSED,
             payload=content,
             client=via,
-            dedupe_key=f"in|{envelope.sender_her}|{envelope.msg_id}|{addressed}" if envelope.sender_her else None,
+            dedupe_key=(
+                f"in|{envelope.sender_her}|{envelope.msg_id}|{addressed}"
+                if envelope.sender_her and envelope.msg_id
+                else None
+            ),
             error_event="message.misaddressed",
-            reason=f"misaddressed: the receiver {why}; no AppRec (HITS 1168)",
+            reason=f"misaddressed: the message {why}; no AppRec (HITS 1168)",
         )
         record, _created = await self.store.add_message(message, [], now=now)
         log.warning(
@@ -270,11 +278,4 @@ class InboundPipeline:
             receiver=packet.to_her,
             via=via,
         )
-        return InboundResult(
-            False,
-            condition=error.transport_condition,
-            code=error.apprec_code,
-            event=error.event,
-            message=error.message,
-            reference=record.id,
-        )
+        return InboundResult.refused(error, reference=record.id)

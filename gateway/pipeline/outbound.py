@@ -7,6 +7,7 @@ record; the same MsgId with different content is refused, since every message ne
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -112,17 +113,17 @@ class OutboundPipeline:
 
     async def submit(self, data: bytes, client: Client) -> tuple[MessageRecord, bool]:
         """Take a message from a local EHR; raise the error (with its KITH code) when it is refused."""
-        judgement = self.core.validator.judge(data, check_receiver=False)
+        judgement = await asyncio.to_thread(self.core.validator.judge, data, check_receiver=False)
         envelope = judgement.envelope
         try:
             if judgement.error is not None:
                 raise judgement.error
             assert envelope is not None
-            sender = self.core.register.find(envelope.sender.her_ids if envelope.sender else ())
+            sender = self.core.register.attribute(envelope.sender.her_ids if envelope.sender else ())
             if sender is None or not sender.local:
                 raise Forbidden(
-                    f"The sender (HER-id {envelope.sender_her}) is not a local party of this gateway; it can only "
-                    "send for the parties it serves."
+                    f"The sender (HER-id {', '.join(envelope.sender.her_ids) if envelope.sender else '-'}) is not "
+                    "one local party of this gateway; it can only send for the parties it serves."
                 )
             if not client.may_send_for(sender.her_id):
                 raise Forbidden(f"Client {client.name} may not send for {sender.display} (HER-id {sender.her_id}).")
@@ -159,7 +160,7 @@ class OutboundPipeline:
             state=MessageState.ACCEPTED,
             payload=data,
             client=client.name,
-            dedupe_key=f"out|{sender.her_id}|{envelope.msg_id}",
+            dedupe_key=f"out|{sender.her_id}|{envelope.msg_id}",  # check_ids has made sure there is a MsgId
             conversation_ref=envelope.conversation.ref_to_conversation if envelope.conversation else None,
             gen_date=envelope.gen_date,
             reason=f"accepted from {client.name}"

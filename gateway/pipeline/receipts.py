@@ -13,16 +13,17 @@ acknowledged-with-errors (3); an AppRec that answers nothing we sent is kept and
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
 from adapters.base import InboundResult
 from gateway.clock import Clock
 from gateway.core import Core
-from gateway.errors import GatewayError, PatientNotIdentified
+from gateway.errors import Conflict, GatewayError, NotFound, PatientNotIdentified
 from gateway.log import get_logger
 from gateway.model.apprec import AppRecError, build_apprec, read_apprec
-from gateway.model.envelope import Addressee, Envelope
+from gateway.model.envelope import Addressee, Envelope, Ident, Unit
 from gateway.pipeline.outbound import channel_for
 from gateway.registry import Party
 from gateway.retry import policy_for
@@ -38,7 +39,7 @@ from gateway.store.base import (
 from gateway.validation.validator import Judgement
 from gateway.xml import parse
 
-__all__ = ["FollowUp", "Receipts"]
+__all__ = ["FollowUp", "Receipts", "addressee_of"]
 
 log = get_logger(__name__)
 
@@ -124,7 +125,7 @@ class Receipts:
             receiver_her=receiver_her,
             role="PRIM",
             channel=channel_for(to) if to else "unroutable",
-            ordered=policy_for(self.core.settings.retry, receiver_her).ordered,
+            ordered=False,  # AppRecs carry no order and must not wait behind business messages in a lane
             expires_at=now + policy_for(self.core.settings.retry, receiver_her).ttl_s,
         )
         codes = ",".join(e.code for e in errors)
@@ -159,12 +160,16 @@ class Receipts:
         via: str,
         now: float,
         error: GatewayError | None,
+        sender: Party,
+        receiver: Party,
     ) -> InboundResult:
-        """Store an arriving AppRec and apply it to the delivery it answers. Never answered itself."""
+        """Store an arriving AppRec and apply it to the delivery it answers. Never answered itself.
+
+        It is matched only on the verified sender (the party the transport and the signature vouch for)
+        and the local party it came to - never on other HER-ids the AppRec names - so a peer can settle
+        only its own deliveries."""
         root = judgement.document.root if judgement.document else parse(content).root
         received = read_apprec(envelope, root)
-        answering_ids = received.sender.her_ids if received.sender else ()
-        original_sender = received.receiver.her_id if received.receiver else None
         outcome = None
         if error is None and received.status in _OUTCOME and received.original_msg_id:
             outcome = AppRecOutcome(
@@ -177,20 +182,20 @@ class Receipts:
                 kind=envelope.kind.name,
                 msg_type="APPREC",
                 msg_id=envelope.msg_id,
-                sender_her=envelope.sender_her,
-                receiver_her=original_sender,
+                sender_her=sender.her_id,
+                receiver_her=receiver.her_id,
                 state=MessageState.RECEIVED if error is None else MessageState.REJECTED,
                 payload=content,
                 client=via,
-                dedupe_key=f"in|{envelope.sender_her}|{envelope.msg_id}|{original_sender}",
+                dedupe_key=f"in|{sender.her_id}|{envelope.msg_id}|{receiver.her_id}" if envelope.msg_id else None,
                 error_code=error.apprec_code if error else None,
                 error_event=error.event if error else None,
                 error_text=error.message if error else None,
                 reason=f"AppRec status {received.status} for {received.original_msg_id} received via {via}",
             ),
             original_msg_id=received.original_msg_id,
-            original_sender_her_ids=received.receiver.her_ids if received.receiver else (),
-            answering_her_ids=answering_ids,
+            original_sender_her_ids=(receiver.her_id,),
+            answering_her_ids=(sender.her_id,),
             outcome=outcome,
             now=now,
         )
@@ -198,8 +203,8 @@ class Receipts:
             "message_id": record.id,
             "direction": "in",
             "kind": record.kind,
-            "sender": envelope.sender_her,
-            "receiver": original_sender,
+            "sender": sender.her_id,
+            "receiver": receiver.her_id,
             "via": via,
         }
         if not created:
@@ -220,16 +225,23 @@ class Receipts:
         """The EHR's verdict on a received message (``apprec = "ehr"``): build, queue and return its AppRec id."""
         view = await self.store.get(message_id)
         if view is None or view.message.direction is not Direction.IN:
-            raise LookupError(message_id)
+            raise NotFound(f"No received message {message_id}.")
+        if view.message.msg_type == "APPREC" or (view.message.kind or "").startswith("apprec-"):
+            raise Conflict(f"Message {message_id} is an AppRec; an AppRec is never answered.")
+        party = self.core.register.get(view.message.receiver_her)
+        if party is None or not party.local:
+            raise Conflict(f"{view.message.receiver_her} is no longer a local party; nobody can answer for it.")
+        if party.apprec != "ehr":
+            raise Conflict(f'{party.display} has its AppRecs decided by the gateway (apprec = "gateway").')
         payload = await self.store.payload(message_id)
         if payload is None:
-            raise LookupError(message_id)
-        judgement = self.core.validator.judge(payload, check_receiver=False)
+            raise Conflict(f"The document of message {message_id} has been pruned; it can no longer be answered.")
+        judgement = await asyncio.to_thread(self.core.validator.judge, payload, check_receiver=False)
         envelope = judgement.envelope
-        party = self.core.register.get(view.message.receiver_her)
-        if envelope is None or party is None:
-            raise LookupError(message_id)
+        if envelope is None:
+            raise Conflict(f"Message {message_id} cannot be read as a KITH message any more.")
         me, role = _addressee_of(envelope, party)
+        now = self.clock.now()
         follow_up = self.build(
             envelope,
             message_id=message_id,
@@ -238,10 +250,10 @@ class Receipts:
             party=party,
             status=status,
             errors=errors,
-            now=self.clock.now(),
+            now=now,
             actor=actor,
         )
-        await self.store.add_apprec_for(message_id, follow_up, actor=actor, now=self.clock.now())
+        await self.store.add_apprec_for(message_id, follow_up, actor=actor, now=now)
         return follow_up[0].id
 
 
@@ -251,4 +263,13 @@ def _addressee_of(envelope: Envelope, party: Party) -> tuple[Addressee, str]:
     for copy in envelope.copies:
         if party.her_id in copy.her_ids:
             return copy, "COP"
-    return envelope.receiver or Addressee(party.organisation.name, ()), "PRIM"
+    return addressee_of(party), "PRIM"
+
+
+def addressee_of(party: Party) -> Addressee:
+    """A registered party as an AppRec names it: its organisation, and the party as a service under it."""
+    return Addressee(
+        party.organisation.name,
+        (Ident(party.organisation.her_id, "HER"),),
+        (Unit("service", party.name, (Ident(party.her_id, "HER"),)),),
+    )

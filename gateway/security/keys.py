@@ -205,8 +205,14 @@ class KeyStore:
         return keys.signer
 
     def decryptors(self, her_id: str) -> tuple[KeyPair, ...]:
-        """The decryption keys of a local party: current first, then the previous one (rollover)."""
-        keys = self._party(her_id)
+        """The decryption keys of a local party: current first, then the previous one (rollover).
+
+        For a HER-id that is no local party - a packet for a service of ours the register does not list
+        (E21), or not for us at all - every local key is offered: the packet opens only if it was
+        encrypted to one of our certificates, and the pipeline then tells E21 from misaddressed."""
+        keys = self._parties.get(her_id)
+        if keys is None or not keys.local:
+            return tuple(pair for party in self._parties.values() if party.local for pair in party.decryptors)
         if not keys.decryptors:
             raise KeyUnavailable(_missing(keys, f"decryption key for {her_id}"))
         return keys.decryptors

@@ -122,25 +122,31 @@ class SignThenEncrypt:
     def unprotect(
         self, packet: bytes, *, receiver_her: str, claimed_sender_her: str, at: datetime | None = None
     ) -> Verified:
-        """Decrypt for ``receiver_her``, verify the signature and digest, validate the signer
-        certificate (chain, dates, key usage, CRL), and check that it is ``claimed_sender_her``'s."""
+        """Decrypt for ``receiver_her``, verify the signature and digest, check that the signer is
+        ``claimed_sender_her``'s registered certificate, then validate that certificate (chain, dates,
+        key usage, CRL).
+
+        The spoofing check comes before trust: a certificate that is not the claimed sender's is refused
+        as spoofing and never answered, so nobody can make this gateway send signed S02 AppRecs to a
+        party of its choice with a self-made certificate. Only the sender's own certificate failing trust
+        is S02/S03 (with the content attached, so the pipeline can answer)."""
         registered = self.keys.signing_cert(claimed_sender_her)
-        opened = self._open(packet, receiver_her, utc(at), [registered] if registered else [])
+        opened = self._open(packet, receiver_her, [registered] if registered else [])
         signer_her = self._check_sender(opened, claimed_sender_her, receiver_her)
+        self._trust(opened, utc(at))
         return self._verified(opened, signer_her)
 
     def identify(self, packet: bytes, *, receiver_her: str, at: datetime | None = None) -> Verified:
         """Like :meth:`unprotect`, for tools that have no claimed sender: the sender is the party whose
         registered signing certificate signed the packet, and a signer that is no party's is refused."""
-        opened = self._open(packet, receiver_her, utc(at), [])
+        opened = self._open(packet, receiver_her, [])
         owner = self.keys.owner_of_signing_cert(opened.signer)
         if owner is None:
-            raise SpoofingDetected(
-                f"The {describe(opened.signer)} is valid but registered for no party of the register."
-            )
+            raise SpoofingDetected(f"The {describe(opened.signer)} is registered for no party of the register.")
+        self._trust(opened, utc(at))
         return self._verified(opened, owner)
 
-    def _open(self, packet: bytes, receiver_her: str, at: datetime, fallback: list[CertRef]) -> _Opened:
+    def _open(self, packet: bytes, receiver_her: str, fallback: list[CertRef]) -> _Opened:
         keys = self.keys.decryptors(receiver_her)
         inner, used = cms_verify.decrypt(packet, keys, receiver=receiver_her, allow_3des=self.allow_3des)
         if used.previous:
@@ -151,12 +157,14 @@ class SignThenEncrypt:
             # garbage after decryption is reported as a decryption failure, so a peer cannot tell a
             # valid CBC padding from an invalid one by the answer (no padding oracle)
             raise cms_verify.decryption_failed(receiver_her) from None
+        return _Opened(signed.content, signed.signer, used.previous, signed.certificates)
+
+    def _trust(self, opened: _Opened, at: datetime) -> None:
         try:
-            self.trust.validate(signed.signer, purpose="sign", at=at, intermediates=signed.certificates)
+            self.trust.validate(opened.signer, purpose="sign", at=at, intermediates=opened.intermediates)
         except SecurityError as exc:
-            cms_verify.attach_content(exc, signed.content)
+            cms_verify.attach_content(exc, opened.content)
             raise
-        return _Opened(signed.content, signed.signer, used.previous)
 
     def _check_sender(self, opened: _Opened, claimed: str, receiver: str) -> str:
         """The spoofing check: the verified signer must be the claimed sender's registered certificate.
@@ -211,6 +219,7 @@ class _Opened:
     content: bytes
     signer: CertRef
     previous_key: bool
+    intermediates: tuple[CertRef, ...] = ()
 
 
 def build_protection(

@@ -12,7 +12,7 @@ claimed again after the lease runs out.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -49,6 +49,7 @@ class MessageState(StrEnum):
     RETRYING = "retrying"
     SENT = "sent"
     ACKNOWLEDGED = "acknowledged"
+    ACKNOWLEDGED_WITH_ERRORS = "acknowledged-with-errors"
     REJECTED = "rejected"
     OVERDUE = "overdue"
     DEAD = "dead"
@@ -251,11 +252,19 @@ class Store(Protocol):
     # -- the delivery queue -------------------------------------------------------------------------
 
     async def claim_due(
-        self, *, owner: str, now: float, limit: int, lease_s: float, exclude_routes: Sequence[str] = ()
+        self,
+        *,
+        owner: str,
+        now: float,
+        limit: int,
+        lease_s: float,
+        exclude_routes: Sequence[str] = (),
+        route_limits: Mapping[str, int] | None = None,
+        skip: Sequence[int] = (),
     ) -> list[Claim]:
         """Lease up to ``limit`` due deliveries. A route is a receiver HER-id; paused routes and the
-        excluded ones (open circuit, full) are skipped; in an ordered lane only the oldest active
-        delivery is due."""
+        excluded ones (open circuit) are skipped, and no route gets more than its ``route_limits`` entry;
+        in an ordered lane only the oldest active delivery is due; ids in ``skip`` (in flight) never are."""
         ...
 
     async def mark_sent(
@@ -273,6 +282,10 @@ class Store(Protocol):
     async def release_leases(self, owner: str, *, now: float) -> int: ...
 
     async def expired_leases(self, *, now: float) -> int: ...
+
+    async def reap_leases(self, *, now: float) -> int:
+        """Take back expired leases (their worker is gone); each is traced once."""
+        ...
 
     # -- receipts and the EHR inbox -------------------------------------------------------------------
 
@@ -305,9 +318,11 @@ class Store(Protocol):
 
     # -- operator control and housekeeping ------------------------------------------------------------
 
-    async def retry(self, message_id: str, *, actor: str, now: float, ttl_s: float) -> int: ...
+    async def retry(self, message_id: str, *, actor: str, now: float, ttl_s: float | Mapping[str, float]) -> int: ...
 
-    async def retry_dead(self, *, route: str | None, actor: str, now: float, ttl_s: float) -> int: ...
+    async def retry_dead(
+        self, *, route: str | None, actor: str, now: float, ttl_s: float | Mapping[str, float]
+    ) -> int: ...
 
     async def cancel(self, message_id: str, *, actor: str, now: float) -> int: ...
 

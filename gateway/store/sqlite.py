@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import functools
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -122,10 +122,11 @@ class SqliteStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a failed COMMIT must not leave the connection stuck in a transaction
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     # -- taking messages in -------------------------------------------------------------------------
 
@@ -168,22 +169,51 @@ class SqliteStore:
     # -- the delivery queue -------------------------------------------------------------------------
 
     async def claim_due(
-        self, *, owner: str, now: float, limit: int, lease_s: float, exclude_routes: Sequence[str] = ()
+        self,
+        *,
+        owner: str,
+        now: float,
+        limit: int,
+        lease_s: float,
+        exclude_routes: Sequence[str] = (),
+        route_limits: Mapping[str, int] | None = None,
+        skip: Sequence[int] = (),
     ) -> list[Claim]:
-        return await self._run(self._claim_due, owner, now, limit, lease_s, list(exclude_routes))
+        return await self._run(
+            self._claim_due, owner, now, limit, lease_s, list(exclude_routes), dict(route_limits or {}), set(skip)
+        )
 
-    def _claim_due(self, owner: str, now: float, limit: int, lease_s: float, exclude: list[str]) -> list[Claim]:
-        blocked = set(exclude)
+    def _claim_due(
+        self,
+        owner: str,
+        now: float,
+        limit: int,
+        lease_s: float,
+        exclude: list[str],
+        route_limits: dict[str, int],
+        skip: set[int],
+    ) -> list[Claim]:
         with self._tx(durable=False) as db:
-            blocked |= {r[0] for r in db.execute("SELECT route FROM routes WHERE paused = 1")}
-            rows = [
+            blocked = set(exclude) | {r[0] for r in db.execute("SELECT route FROM routes WHERE paused = 1")}
+            blocked |= {route for route, room in route_limits.items() if room <= 0}
+            candidates = [
                 row
-                for row in self._ordered_heads(db) + self._unordered_due(db, now, limit + len(blocked))
+                for row in self._ordered_heads(db) + self._unordered_due(db, now, limit, blocked)
                 if row["next_attempt_at"] <= now
                 and (row["lease_expires_at"] is None or row["lease_expires_at"] <= now)
                 and row["receiver_her"] not in blocked
+                and row["id"] not in skip
             ]
-            rows = sorted(rows, key=lambda r: (r["next_attempt_at"], r["id"]))[:limit]
+            rows: list[sqlite3.Row] = []
+            taken: dict[str, int] = {}
+            for row in sorted(candidates, key=lambda r: (r["next_attempt_at"], r["id"])):
+                route = row["receiver_her"]
+                if route in route_limits and taken.get(route, 0) >= route_limits[route]:
+                    continue  # the route's share of sends in flight is used up
+                taken[route] = taken.get(route, 0) + 1
+                rows.append(row)
+                if len(rows) >= limit:
+                    break
             claims = []
             expires = now + lease_s
             for row in rows:
@@ -227,12 +257,14 @@ class SqliteStore:
         ).fetchall()
 
     @staticmethod
-    def _unordered_due(db: sqlite3.Connection, now: float, limit: int) -> list[sqlite3.Row]:
+    def _unordered_due(db: sqlite3.Connection, now: float, limit: int, blocked: set[str]) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(blocked))
         return db.execute(
-            """SELECT * FROM deliveries WHERE state IN ('queued', 'retrying') AND ordered = 0
+            f"""SELECT * FROM deliveries WHERE state IN ('queued', 'retrying') AND ordered = 0
                AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
-               ORDER BY next_attempt_at, id LIMIT ?""",
-            (now, now, limit),
+               {f"AND receiver_her NOT IN ({marks})" if blocked else ""}
+               ORDER BY next_attempt_at, id LIMIT ?""",  # noqa: S608 - only "?" placeholders are formatted in
+            (now, now, *sorted(blocked), limit),
         ).fetchall()
 
     async def mark_sent(
@@ -470,10 +502,10 @@ class SqliteStore:
 
     # -- operator control and housekeeping ------------------------------------------------------------
 
-    async def retry(self, message_id: str, *, actor: str, now: float, ttl_s: float) -> int:
+    async def retry(self, message_id: str, *, actor: str, now: float, ttl_s: float | Mapping[str, float]) -> int:
         return await self._in_tx(admin.retry, message_id, actor=actor, now=now, ttl_s=ttl_s)
 
-    async def retry_dead(self, *, route: str | None, actor: str, now: float, ttl_s: float) -> int:
+    async def retry_dead(self, *, route: str | None, actor: str, now: float, ttl_s: float | Mapping[str, float]) -> int:
         return await self._in_tx(admin.retry_dead, route=route, actor=actor, now=now, ttl_s=ttl_s)
 
     async def cancel(self, message_id: str, *, actor: str, now: float) -> int:
@@ -493,6 +525,9 @@ class SqliteStore:
 
     async def prune(self, *, before: float, now: float) -> int:
         return await self._in_tx(admin.prune, before=before, now=now, durable=False)
+
+    async def reap_leases(self, *, now: float) -> int:
+        return await self._in_tx(admin.reap_leases, now=now, durable=False)
 
     async def get_meta(self, key: str) -> str | None:
         return await self._in_tx(admin.get_meta, key, durable=False)

@@ -6,6 +6,7 @@ Every operator action is one transaction and leaves a trace line naming who did 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import RouteState
@@ -17,6 +18,7 @@ __all__ = [
     "pause",
     "prune",
     "queue_counts",
+    "reap_leases",
     "resume",
     "retry",
     "retry_dead",
@@ -24,15 +26,20 @@ __all__ = [
     "set_meta",
 ]
 
+#: A fresh time to live for a retried delivery: one for all, or per route with "*" for the rest.
+Ttl = float | Mapping[str, float]
+
 _RETRYABLE_BY_OPERATOR = ("dead", "retrying", "queued", "cancelled")
-_FINISHED = ("acknowledged", "acknowledged-with-errors", "rejected", "dead", "cancelled", "delivered", "overdue")
+# finished for good: a dead letter is not - it keeps its payload until an operator retries or cancels it
+_FINISHED = ("acknowledged", "acknowledged-with-errors", "rejected", "cancelled", "delivered", "overdue")
 
 
-def _requeue(db: sqlite3.Connection, row: sqlite3.Row, *, actor: str, now: float, ttl_s: float, why: str) -> None:
+def _requeue(db: sqlite3.Connection, row: sqlite3.Row, *, actor: str, now: float, ttl_s: Ttl, why: str) -> None:
+    ttl = ttl_s.get(row["receiver_her"], ttl_s.get("*", 96 * 3600.0)) if isinstance(ttl_s, Mapping) else ttl_s
     db.execute(
         """UPDATE deliveries SET state = 'queued', next_attempt_at = ?, attempts = 0, expires_at = ?,
            lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
-        (now, now + ttl_s, now, row["id"]),
+        (now, now + ttl, now, row["id"]),
     )
     trace(
         db,
@@ -47,25 +54,36 @@ def _requeue(db: sqlite3.Connection, row: sqlite3.Row, *, actor: str, now: float
     refresh_summary(db, row["message_id"], now)
 
 
-def retry(db: sqlite3.Connection, message_id: str, *, actor: str, now: float, ttl_s: float) -> int:
-    """Send a message's dead, waiting or cancelled deliveries again now, with a fresh attempt count."""
-    if db.execute("SELECT 1 FROM messages WHERE id = ?", (message_id,)).fetchone() is None:
+def retry(db: sqlite3.Connection, message_id: str, *, actor: str, now: float, ttl_s: Ttl) -> int:
+    """Send a message's dead, waiting or cancelled deliveries again now, with a fresh attempt count.
+    A delivery being sent right now (leased) is left alone, so nothing goes out twice at once."""
+    message = db.execute("SELECT payload FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if message is None:
         raise NotFound(f"No message {message_id}.")
+    if message["payload"] is None:
+        raise Conflict(f"Message {message_id} has been pruned after the retention period; nothing to send.")
+    marks = ",".join("?" * len(_RETRYABLE_BY_OPERATOR))
     rows = db.execute(
-        f"SELECT * FROM deliveries WHERE message_id = ? AND state IN ({','.join('?' * len(_RETRYABLE_BY_OPERATOR))})",  # noqa: S608
-        (message_id, *_RETRYABLE_BY_OPERATOR),
+        f"""SELECT * FROM deliveries WHERE message_id = ? AND state IN ({marks})
+            AND (lease_owner IS NULL OR lease_expires_at <= ?)""",  # noqa: S608 - only "?" placeholders
+        (message_id, *_RETRYABLE_BY_OPERATOR, now),
     ).fetchall()
     if not rows:
-        raise Conflict(f"Message {message_id} has no delivery that can be retried (only dead, waiting or cancelled).")
+        raise Conflict(
+            f"Message {message_id} has no delivery that can be retried now (only dead, waiting or cancelled ones "
+            "that are not being sent)."
+        )
     for row in rows:
         _requeue(db, row, actor=actor, now=now, ttl_s=ttl_s, why="retried")
     return len(rows)
 
 
-def retry_dead(db: sqlite3.Connection, *, route: str | None, actor: str, now: float, ttl_s: float) -> int:
+def retry_dead(db: sqlite3.Connection, *, route: str | None, actor: str, now: float, ttl_s: Ttl) -> int:
     """Every dead delivery (of one route, a receiver HER-id) back in the queue."""
     rows = db.execute(
-        "SELECT * FROM deliveries WHERE state = 'dead' AND (? IS NULL OR receiver_her = ?)", (route, route)
+        """SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id
+           WHERE d.state = 'dead' AND (? IS NULL OR d.receiver_her = ?) AND m.payload IS NOT NULL""",
+        (route, route),
     ).fetchall()
     for row in rows:
         _requeue(db, row, actor=actor, now=now, ttl_s=ttl_s, why="dead letter retried")
@@ -167,6 +185,27 @@ def prune(db: sqlite3.Connection, *, before: float, now: float) -> int:
     for row in rows:
         db.execute("UPDATE messages SET payload = NULL, updated_at = ? WHERE id = ?", (now, row["id"]))
         trace(db, row["id"], now, row["state"], "message.pruned", "payload dropped after the retention period")
+    return len(rows)
+
+
+def reap_leases(db: sqlite3.Connection, *, now: float) -> int:
+    """Take back leases whose worker is gone, so even a paused route's deliveries show as waiting."""
+    rows = db.execute(
+        "SELECT * FROM deliveries WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?", (now,)
+    ).fetchall()
+    for row in rows:
+        db.execute("UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (row["id"],))
+        trace(
+            db,
+            row["message_id"],
+            now,
+            row["state"],
+            "delivery.lease_expired",
+            f"the lease of {row['lease_owner']} ran out (its worker is gone); attempt {row['attempts']} will be "
+            "taken up again",
+            delivery_id=row["id"],
+            attempt=row["attempts"],
+        )
     return len(rows)
 
 

@@ -29,9 +29,11 @@ from tests.security.conftest import FROYA, HITRA, STOLAV, XML, World, openssl, s
 
 
 def _minted(world: World, her_id: str, ca: DevCa | None = None, **overrides: object) -> KeyPair:
-    """A signing certificate for ``her_id``'s subject with the given oddity, issued by the dev CA (or ``ca``)."""
+    """A signing certificate for ``her_id``'s subject with the given oddity, issued by the dev CA (or ``ca``),
+    installed as the party's registered signing certificate: the sender's own certificate is what is wrong."""
     issuer = ca or DevCa.load(world.pki)
     cert, key = issuer.issue(party_subject(world.party(her_id), "sign"), purpose="sign", **overrides)  # type: ignore[arg-type]
+    write_certificate(world.pki / her_id / "sign.crt", cert)
     return KeyPair(CertRef(cert, "minted by the test"), key)
 
 
@@ -164,9 +166,9 @@ class TestSpoofing:
 class TestSignerCertificate:
     def test_expired(self, world: World) -> None:
         """A signer certificate past its not-after: CertificateExpired (S02, transport:expired-certificate)."""
-        protection = world.protection()
         long_ago = datetime.now(UTC) - timedelta(days=800)
         expired = _minted(world, STOLAV, not_before=long_ago, not_after=long_ago + timedelta(days=365))
+        protection = world.protection()
         packet = seal(XML, expired, _receiver_cert(protection, FROYA))
         with pytest.raises(CertificateExpired, match="expired at") as caught:
             protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
@@ -174,25 +176,25 @@ class TestSignerCertificate:
 
     def test_not_yet_valid(self, world: World) -> None:
         """A signer certificate whose not-before lies ahead: CertificateExpired saying "not valid yet"."""
-        protection = world.protection()
         soon = datetime.now(UTC) + timedelta(days=2)
         early = _minted(world, STOLAV, not_before=soon, not_after=soon + timedelta(days=365))
+        protection = world.protection()
         packet = seal(XML, early, _receiver_cert(protection, FROYA))
         with pytest.raises(CertificateExpired, match="not valid yet"):
             protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
 
     def test_wrong_key_usage(self, world: World) -> None:
         """Signed with an encryption-only certificate: CertificateKeyUsage naming the usage it has."""
-        protection = world.protection()
         wrong = _minted(world, STOLAV, key_usage=ENCRYPTION_USAGE)
+        protection = world.protection()
         packet = seal(XML, wrong, _receiver_cert(protection, FROYA))
         with pytest.raises(CertificateKeyUsage, match="keyEncipherment, dataEncipherment"):
             protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
 
     def test_unknown_ca(self, world: World) -> None:
         """A certificate from a CA that is no trust anchor: CertificateUntrusted naming the anchors."""
-        protection = world.protection()
         rogue = _minted(world, STOLAV, ca=DevCa.create("Rogue CA"))
+        protection = world.protection()
         packet = seal(XML, rogue, _receiver_cert(protection, FROYA))
         with pytest.raises(CertificateUntrusted, match="Trust anchors") as caught:
             protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
@@ -250,3 +252,16 @@ class TestHostileInput:
             except SecurityError as exc:
                 outcomes.add(type(exc).__name__)
         assert {"InvalidCms", "DecryptionFailed"} <= outcomes
+
+
+class TestStrangerCertificate:
+    def test_unregistered_certificate_is_spoofing_not_s02(self, world: World) -> None:
+        """A certificate that is not the claimed sender's registered one - even with the sender's name on it and
+        from an unknown CA - is spoofing, refused without content: nobody can make the gateway answer S02."""
+        protection = world.protection()
+        issuer = DevCa.create("Rogue CA")
+        cert, key = issuer.issue(party_subject(world.party(STOLAV), "sign"), purpose="sign")
+        packet = seal(XML, KeyPair(CertRef(cert, "a stranger"), key), _receiver_cert(protection, FROYA))
+        with pytest.raises(SpoofingDetected) as caught:
+            protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
+        assert caught.value.content is None
