@@ -222,9 +222,6 @@ class RouteState:
     route: str
     paused: bool
     paused_by: str | None
-    consecutive_failures: int
-    open_until: float | None
-    down_since: float | None
 
 
 class Store(Protocol):

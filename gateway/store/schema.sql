@@ -82,11 +82,8 @@ CREATE TABLE IF NOT EXISTS routes (
     route                TEXT PRIMARY KEY,     -- receiver HER-id
     paused               INTEGER NOT NULL DEFAULT 0,
     paused_by            TEXT,
-    paused_at            REAL,
-    consecutive_failures INTEGER NOT NULL DEFAULT 0,
-    open_until           REAL,
-    down_since           REAL
-);
+    paused_at            REAL
+);   -- the circuit breaker's state lives in the worker: a restart starts every route closed
 
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,

@@ -149,16 +149,12 @@ def _trace_route(db: sqlite3.Connection, route: str, now: float, event: str, rea
 
 def route_states(db: sqlite3.Connection) -> list[RouteState]:
     rows = db.execute(
-        """SELECT r.route, COALESCE(p.paused, 0) AS paused, p.paused_by, COALESCE(p.consecutive_failures, 0) AS f,
-                  p.open_until, p.down_since
+        """SELECT r.route, COALESCE(p.paused, 0) AS paused, p.paused_by
            FROM (SELECT DISTINCT receiver_her AS route FROM deliveries WHERE state IN ('queued', 'retrying', 'dead')
                  UNION SELECT route FROM routes) r
            LEFT JOIN routes p ON p.route = r.route ORDER BY r.route"""
     ).fetchall()
-    return [
-        RouteState(r["route"], bool(r["paused"]), r["paused_by"], r["f"], r["open_until"], r["down_since"])
-        for r in rows
-    ]
+    return [RouteState(r["route"], bool(r["paused"]), r["paused_by"]) for r in rows]
 
 
 def queue_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
