@@ -130,6 +130,7 @@ class RetrySettings:
 @dataclass(frozen=True)
 class SecuritySettings:
     protection: Literal["cms", "none"] = "cms"
+    dev_pki: bool = False  # make a dev PKI under the data dir on start (the embedded default only)
     trust_anchors: tuple[Path, ...] = (Path("pki/ca.crt"),)
     crls: tuple[str, ...] = ("pki/ca.crl",)
     crl_refresh_s: float = 3600.0

@@ -89,7 +89,6 @@ class Gateway:
         self.inbound = InboundPipeline(self.core, self.store, self.protection, self.receipts, self.clock)
         self.outbound = OutboundPipeline(self.core, self.store, self.clock)
         self.ehr = EhrDelivery(self.register, timeout_s=settings.delivery.send_timeout_s)
-        await self._start_transports()
         self.housekeeping = Housekeeping(self.store, self.protection, settings, self.clock)
         # CRLs given as URLs are fetched before the first message needs them, not an hour later
         await guarded("crls", self.housekeeping.crls)()
@@ -105,14 +104,12 @@ class Gateway:
             owner=self._worker_owner,
             rng=self._rng,
         )
+        await self._start_transports()  # last: a packet may arrive the moment an adapter listens
 
     def _build_protection(self) -> MessageProtection:
         if self.settings.security.protection == "none":
             return NoProtection()
-        uses_dev_pki = any(
-            p.certificates.sign_cert is None or (p.local and p.certificates.sign_key is None) for p in self.register
-        )
-        if uses_dev_pki:
+        if self.settings.security.dev_pki:  # never in production: it would mint certificates for peers
             ensure_dev_pki(self.settings, self.register)
         return build_protection(self.settings, self.register)
 
