@@ -27,9 +27,9 @@ from typing import Any, TypeVar
 
 from gateway.errors import StoreError
 from gateway.store import sqlite_admin as admin
+from gateway.store import sqlite_queue as queue
 from gateway.store import sqlite_receipts as receipts
 from gateway.store.base import (
-    ACTIVE,
     AppRecOutcome,
     Claim,
     DeliveryState,
@@ -44,7 +44,6 @@ from gateway.store.sqlite_rows import (
     delivery_record,
     insert_message,
     message_record,
-    refresh_summary,
     take_duplicate,
     trace,
     trace_entry,
@@ -179,107 +178,31 @@ class SqliteStore:
         route_limits: Mapping[str, int] | None = None,
         skip: Sequence[int] = (),
     ) -> list[Claim]:
-        return await self._run(
-            self._claim_due, owner, now, limit, lease_s, list(exclude_routes), dict(route_limits or {}), set(skip)
+        return await self._in_tx(
+            queue.claim,
+            owner,
+            now,
+            limit,
+            lease_s,
+            list(exclude_routes),
+            dict(route_limits or {}),
+            set(skip),
+            durable=False,
         )
-
-    def _claim_due(
-        self,
-        owner: str,
-        now: float,
-        limit: int,
-        lease_s: float,
-        exclude: list[str],
-        route_limits: dict[str, int],
-        skip: set[int],
-    ) -> list[Claim]:
-        with self._tx(durable=False) as db:
-            blocked = set(exclude) | {r[0] for r in db.execute("SELECT route FROM routes WHERE paused = 1")}
-            blocked |= {route for route, room in route_limits.items() if room <= 0}
-            candidates = [
-                row
-                for row in self._ordered_heads(db) + self._unordered_due(db, now, limit, blocked)
-                if row["next_attempt_at"] <= now
-                and (row["lease_expires_at"] is None or row["lease_expires_at"] <= now)
-                and row["receiver_her"] not in blocked
-                and row["id"] not in skip
-            ]
-            rows: list[sqlite3.Row] = []
-            taken: dict[str, int] = {}
-            for row in sorted(candidates, key=lambda r: (r["next_attempt_at"], r["id"])):
-                route = row["receiver_her"]
-                if route in route_limits and taken.get(route, 0) >= route_limits[route]:
-                    continue  # the route's share of sends in flight is used up
-                taken[route] = taken.get(route, 0) + 1
-                rows.append(row)
-                if len(rows) >= limit:
-                    break
-            claims = []
-            expires = now + lease_s
-            for row in rows:
-                if row["lease_owner"] is not None:
-                    trace(
-                        db,
-                        row["message_id"],
-                        now,
-                        row["state"],
-                        "delivery.lease_expired",
-                        f"the lease of {row['lease_owner']} ran out; attempt {row['attempts']} taken up again",
-                        delivery_id=row["id"],
-                        attempt=row["attempts"],
-                    )
-                db.execute(
-                    "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 WHERE id = ?",
-                    (owner, expires, row["id"]),
-                )
-                message = db.execute("SELECT * FROM messages WHERE id = ?", (row["message_id"],)).fetchone()
-                delivery = delivery_record(db.execute("SELECT * FROM deliveries WHERE id = ?", (row["id"],)).fetchone())
-                claims.append(
-                    Claim(delivery, message_record(message), bytes(message["payload"] or b""), owner, expires)
-                )
-            return claims
-
-    @staticmethod
-    def _ordered_heads(db: sqlite3.Connection) -> list[sqlite3.Row]:
-        """The oldest active delivery of every ordered lane: a skip-scan over the lane index, one seek per
-        lane, so a backlog of 100,000 in a few lanes costs a few lookups, not a scan."""
-        return db.execute(
-            """WITH RECURSIVE lanes(lane) AS (
-                   SELECT MIN(lane) FROM deliveries WHERE state IN ('queued', 'retrying') AND ordered = 1
-                   UNION ALL
-                   SELECT (SELECT MIN(d.lane) FROM deliveries d WHERE d.state IN ('queued', 'retrying')
-                           AND d.ordered = 1 AND d.lane > lanes.lane)
-                   FROM lanes WHERE lanes.lane IS NOT NULL)
-               SELECT d.* FROM lanes JOIN deliveries d ON d.id = (
-                   SELECT e.id FROM deliveries e WHERE e.lane = lanes.lane AND e.state IN ('queued', 'retrying')
-                   AND e.ordered = 1 ORDER BY e.id LIMIT 1)
-               WHERE lanes.lane IS NOT NULL"""
-        ).fetchall()
-
-    @staticmethod
-    def _unordered_due(db: sqlite3.Connection, now: float, limit: int, blocked: set[str]) -> list[sqlite3.Row]:
-        marks = ",".join("?" * len(blocked))
-        return db.execute(
-            f"""SELECT * FROM deliveries WHERE state IN ('queued', 'retrying') AND ordered = 0
-               AND next_attempt_at <= ? AND (lease_expires_at IS NULL OR lease_expires_at <= ?)
-               {f"AND receiver_her NOT IN ({marks})" if blocked else ""}
-               ORDER BY next_attempt_at, id LIMIT ?""",  # noqa: S608 - only "?" placeholders are formatted in
-            (now, now, *sorted(blocked), limit),
-        ).fetchall()
 
     async def mark_sent(
         self, delivery_id: int, *, owner: str, now: float, reason: str, state: DeliveryState = DeliveryState.SENT
     ) -> bool:
         """The transport took it (``sent``), or - for a delivery to the local EHR - the EHR has it (``delivered``)."""
-        return await self._run(
-            self._finish, delivery_id, owner, now, state, f"delivery.{state}", reason, None, None, None
+        return await self._in_tx(
+            queue.finish, delivery_id, owner, now, state, f"delivery.{state}", reason, None, None, None, durable=False
         )
 
     async def reschedule(
         self, delivery_id: int, *, owner: str, now: float, next_attempt_at: float, code: str, error: str
     ) -> bool:
-        return await self._run(
-            self._finish,
+        return await self._in_tx(
+            queue.finish,
             delivery_id,
             owner,
             now,
@@ -289,80 +212,26 @@ class SqliteStore:
             code,
             error,
             next_attempt_at,
+            durable=False,
         )
 
     async def mark_dead(self, delivery_id: int, *, owner: str | None, now: float, code: str, error: str) -> bool:
-        return await self._run(
-            self._finish, delivery_id, owner, now, DeliveryState.DEAD, "delivery.dead", error, code, error, None
+        return await self._in_tx(
+            queue.finish,
+            delivery_id,
+            owner,
+            now,
+            DeliveryState.DEAD,
+            "delivery.dead",
+            error,
+            code,
+            error,
+            None,
+            durable=False,
         )
 
-    def _finish(
-        self,
-        delivery_id: int,
-        owner: str | None,
-        now: float,
-        state: DeliveryState,
-        event: str,
-        reason: str,
-        code: str | None,
-        error: str | None,
-        next_attempt_at: float | None,
-    ) -> bool:
-        with self._tx(durable=False) as db:
-            row = db.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-            if row is None or row["state"] not in ACTIVE or (owner is not None and row["lease_owner"] != owner):
-                # the lease ran out and someone else has it now, or an AppRec already settled the delivery:
-                # the other outcome counts
-                return False
-            db.execute(
-                """UPDATE deliveries SET state = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?,
-                   next_attempt_at = ?, sent_at = COALESCE(?, sent_at),
-                   last_error_code = COALESCE(?, last_error_code), last_error = COALESCE(?, last_error)
-                   WHERE id = ?""",
-                (
-                    str(state),
-                    now,
-                    next_attempt_at,
-                    now if state in (DeliveryState.SENT, DeliveryState.DELIVERED) else None,
-                    code,
-                    error,
-                    delivery_id,
-                ),
-            )
-            if state is DeliveryState.DELIVERED:  # an inbound message is delivered once its EHR has it
-                db.execute(
-                    "UPDATE messages SET state = 'delivered', updated_at = ? WHERE id = ? AND state = 'received'",
-                    (now, row["message_id"]),
-                )
-            detail: dict[str, Any] = {"next_attempt_at": next_attempt_at} if next_attempt_at is not None else {}
-            if code:
-                detail["code"] = code
-            trace(
-                db,
-                row["message_id"],
-                now,
-                str(state),
-                event,
-                reason,
-                delivery_id=delivery_id,
-                attempt=row["attempts"],
-                actor=owner,
-                detail=detail,
-            )
-            refresh_summary(db, row["message_id"], now)
-            return True
-
     async def release_leases(self, owner: str, *, now: float) -> int:
-        return await self._run(self._release, owner, now)
-
-    def _release(self, owner: str, now: float) -> int:
-        with self._tx(durable=False) as db:
-            cur = db.execute(
-                """UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, attempts = MAX(attempts - 1, 0),
-                   updated_at = ? WHERE lease_owner = ?""",
-                (now, owner),
-            )
-            return cur.rowcount
+        return await self._in_tx(queue.release, owner, now, durable=False)
 
     async def expired_leases(self, *, now: float) -> int:
         def count() -> int:
