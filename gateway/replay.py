@@ -353,12 +353,19 @@ class _Injector:
         self.protection = build_sign_then_encrypt(settings, union)
 
     async def push(self, session: aiohttp.ClientSession, body: bytes, outcome: Outcome) -> None:
-        receiver = outcome.receivers[0]
-        url = self.region.url_for(receiver)
+        """To every receiver the fixture names - each answers for itself, the copy receivers too."""
+        for receiver in outcome.receivers:
+            said, fits = await self._push_to(session, body, outcome, receiver)
+            outcome.receivers_said[receiver] = said
+            outcome.ok = outcome.ok and fits
+
+    async def _push_to(
+        self, session: aiohttp.ClientSession, body: bytes, outcome: Outcome, receiver: str
+    ) -> tuple[str, bool]:
         if self.region.hub_register.get(receiver) is None:
             # nobody can encrypt to a party without a certificate: no peer could send this one on
-            outcome.receivers_said[receiver] = "not sent on: no certificate for an unknown receiver"
-            return
+            return "not sent on: no certificate for an unknown receiver", outcome.expected == "E21"
+        url = self.region.url_for(receiver)
         packet = Packet(
             body=self.protection.protect(body, sender_her=outcome.sender, receiver_her=receiver),
             message_id=str(uuid.uuid4()),
@@ -369,22 +376,19 @@ class _Injector:
         )
         async with session.post(f"{url}{RECEIVING_PATH}", data=packet.body, headers=packet.headers()) as response:
             answer = await response.json()
-        if response.status == 202:
-            async with session.get(f"{url}/v1/messages/{answer['id']}") as response:
-                view = await response.json()
-            queued = any(t["event"] == "apprec.queued" for t in view["trace"])
-            code = (view["error"] or {}).get("code")
-            said = f"{view['state']} {code or ''}".strip() + (" (AppRec 2 sent)" if queued else " (no AppRec)")
-            fits = (
-                (view["state"] == "misaddressed")
-                if outcome.expected == "E21"
-                else (view["state"] == "rejected" and code == outcome.expected and queued)
+        if response.status != 202:
+            condition = answer["error"].get("condition")
+            return f"refused at transport: {condition}", (
+                outcome.expected in _UNREADABLE and answer["error"].get("code") == outcome.expected
             )
-        else:
-            said = f"refused at transport: {answer['error'].get('condition')}"
-            fits = outcome.expected in _UNREADABLE and answer["error"].get("code") == outcome.expected
-        outcome.receivers_said[receiver] = said
-        outcome.ok = outcome.ok and fits
+        async with session.get(f"{url}/v1/messages/{answer['id']}") as response:
+            view = await response.json()
+        queued = any(t["event"] == "apprec.queued" for t in view["trace"])
+        code = (view["error"] or {}).get("code")
+        said = f"{view['state']} {code or ''}".strip() + (" (AppRec 2 sent)" if queued else " (no AppRec)")
+        if outcome.expected == "E21":
+            return said, view["state"] == "misaddressed"
+        return said, view["state"] == "rejected" and code == outcome.expected and queued
 
 
 def _type_of(body: bytes) -> str:

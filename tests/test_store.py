@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -175,3 +176,17 @@ class TestRouteLimits:
             owner="w", now=NOW, limit=32, lease_s=30, route_limits={"7200101": 0}, skip=[c.delivery.id for c in claims]
         )
         assert probe == []
+
+
+class TestPruneAppRecs:
+    async def test_a_sent_apprec_is_finished(self, store: SqliteStore) -> None:
+        """An AppRec expects no answer: once sent it is finished, and its payload is pruned in time."""
+        apprec = dataclasses.replace(message("ar"), kind="apprec-1.1", msg_type="APPREC")
+        record, _ = await store.add_message(apprec, [to()], now=NOW)
+        [claim] = await store.claim_due(owner="w", now=NOW, limit=1, lease_s=30)
+        await store.mark_sent(claim.delivery.id, owner="w", now=NOW, reason="sent")
+        business, _ = await store.add_message(message("b"), [dataclasses.replace(to(), deadline_at=NOW + 10)], now=NOW)
+        [claim] = await store.claim_due(owner="w", now=NOW, limit=1, lease_s=30)
+        await store.mark_sent(claim.delivery.id, owner="w", now=NOW, reason="sent")
+        assert await store.prune(before=NOW + 1, now=NOW + 2) == 1  # the AppRec; the message awaits its AppRec
+        assert await store.payload(record.id) is None and await store.payload(business.id) is not None

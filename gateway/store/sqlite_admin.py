@@ -169,12 +169,14 @@ def queue_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
 
 
 def prune(db: sqlite3.Connection, *, before: float, now: float) -> int:
-    """Drop the payload of finished messages older than ``before``; their metadata and trace stay."""
+    """Drop the payload of finished messages older than ``before``; their metadata and trace stay.
+    A delivery that expects no AppRec (an AppRec itself) is finished once sent."""
     placeholders = ",".join("?" * len(_FINISHED))
     rows = db.execute(
         f"""SELECT m.id, m.state FROM messages m WHERE m.payload IS NOT NULL AND m.created_at < ?
             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
-                            AND d.state NOT IN ({placeholders}))
+                            AND d.state NOT IN ({placeholders})
+                            AND NOT (d.state = 'sent' AND d.deadline_at IS NULL))
             AND m.state NOT IN ('queued', 'retrying', 'received', 'accepted')""",  # noqa: S608
         (before, *_FINISHED),
     ).fetchall()
