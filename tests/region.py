@@ -64,10 +64,6 @@ class TestRegion:
                 await self.hub.worker.drain()
                 return
 
-    def gateway_for(self, her_id: str) -> Gateway:
-        party = self.hub.register.get(her_id)
-        return self.hub if party is not None and party.local else self.stolav
-
 
 def shared_pki(tmp_path: Path, register: Register) -> Path:
     """One dev PKI both gateways of a test region use (tmp_path/pki)."""

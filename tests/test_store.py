@@ -72,7 +72,7 @@ class TestLeases:
         [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
         assert claim.delivery.attempts == 1
         assert await store.claim_due(owner="b", now=NOW + 10, limit=10, lease_s=30) == []
-        assert await store.expired_leases(now=NOW + 31) == 1
+        assert await store.reap_leases(now=NOW + 31) == 1  # the worker is gone: its lease is taken back
         [again] = await store.claim_due(owner="b", now=NOW + 31, limit=10, lease_s=30)
         assert again.delivery.id == claim.delivery.id and again.delivery.attempts == 2
         # the first worker's late result does not count: the lease is b's now

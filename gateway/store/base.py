@@ -19,7 +19,6 @@ from typing import Any, Protocol
 
 __all__ = [
     "ACTIVE",
-    "FINAL",
     "AppRecOutcome",
     "Claim",
     "DeliveryRecord",
@@ -57,7 +56,6 @@ class MessageState(StrEnum):
     # inbound
     RECEIVED = "received"
     DELIVERED = "delivered"
-    DUPLICATE = "duplicate"
     MISADDRESSED = "misaddressed"
     UNMATCHED = "unmatched"  # an AppRec that answers nothing we sent
 
@@ -78,15 +76,6 @@ class DeliveryState(StrEnum):
 
 #: Deliveries the worker still has to send.
 ACTIVE = (DeliveryState.QUEUED, DeliveryState.RETRYING)
-#: Deliveries that will not change again without an operator.
-FINAL = (
-    DeliveryState.ACKNOWLEDGED,
-    DeliveryState.ACKNOWLEDGED_WITH_ERRORS,
-    DeliveryState.REJECTED,
-    DeliveryState.DEAD,
-    DeliveryState.CANCELLED,
-    DeliveryState.DELIVERED,
-)
 
 
 @dataclass(frozen=True)
@@ -277,8 +266,6 @@ class Store(Protocol):
     async def mark_dead(self, delivery_id: int, *, owner: str | None, now: float, code: str, error: str) -> bool: ...
 
     async def release_leases(self, owner: str, *, now: float) -> int: ...
-
-    async def expired_leases(self, *, now: float) -> int: ...
 
     async def reap_leases(self, *, now: float) -> int:
         """Take back expired leases (their worker is gone); each is traced once."""

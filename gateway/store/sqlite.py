@@ -233,16 +233,6 @@ class SqliteStore:
     async def release_leases(self, owner: str, *, now: float) -> int:
         return await self._in_tx(queue.release, owner, now, durable=False)
 
-    async def expired_leases(self, *, now: float) -> int:
-        def count() -> int:
-            assert self._db is not None
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM deliveries WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?", (now,)
-            ).fetchone()
-            return int(row[0])
-
-        return await self._run(count)
-
     # -- looking ------------------------------------------------------------------------------------
 
     async def get(self, message_id: str) -> MessageView | None:
