@@ -37,7 +37,7 @@ from gateway.errors import (
 )
 from gateway.log import get_logger
 from gateway.registry import Register
-from gateway.retry import policy_for
+from gateway.retry import RetryPolicy, policy_for
 from gateway.security.protection import MessageProtection
 from gateway.store.base import Claim, DeliveryState, Store
 
@@ -126,6 +126,7 @@ class DeliveryWorker:
         self.owner = owner or f"worker-{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.breaker = Breaker(settings.retry.breaker_threshold, clock)
+        self._policies: dict[str, RetryPolicy] = {}
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._per_route: Counter[str] = Counter()
         self._wake = asyncio.Event()
@@ -190,9 +191,16 @@ class DeliveryWorker:
         single probe while its circuit is finding out whether the peer is back."""
         limits = {}
         for route in {p.her_id for p in self.register} | set(self._per_route) | set(self.breaker.routes):
-            allowed = 1 if self.breaker.probing(route) else policy_for(self.settings.retry, route).concurrency
+            allowed = 1 if self.breaker.probing(route) else self._policy(route).concurrency
             limits[route] = max(0, allowed - self._per_route[route])
         return limits
+
+    def _policy(self, route: str) -> RetryPolicy:
+        """The route's retry policy; settings do not change while the worker runs, so each is made once."""
+        policy = self._policies.get(route)
+        if policy is None:
+            policy = self._policies[route] = policy_for(self.settings.retry, route)
+        return policy
 
     def _on_done(self, delivery_id: int, route: str) -> Callable[[asyncio.Task[None]], None]:
         return lambda _task: self._done(delivery_id, route)
@@ -326,11 +334,12 @@ class DeliveryWorker:
         code = (exc.peer_code if isinstance(exc, PermanentDeliveryError) and exc.peer_code else None) or (
             exc.apprec_code or exc.event
         )
-        policy = policy_for(self.settings.retry, d.receiver_her)
+        policy = self._policy(d.receiver_her)
         if not exc.retryable:
-            if await asyncio.shield(
-                self.store.mark_dead(d.id, owner=self.owner, now=now, code=code, error=exc.message)
-            ):
+            error = exc.message
+            if isinstance(exc, PermanentDeliveryError) and exc.peer_condition:
+                error += f" (transport condition {exc.peer_condition})"
+            if await asyncio.shield(self.store.mark_dead(d.id, owner=self.owner, now=now, code=code, error=error)):
                 log.error("delivery.dead", code=exc.event, error_code=code)
             return
         if isinstance(exc, TransportError):  # the route itself failed: the breaker counts it

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
+from adapters.base import InboundResult, Packet
 from gateway.security.devpki import DevCa, party_subject, write_certificate
 from gateway.store.base import DeliveryState, MessageState
 
@@ -72,3 +73,25 @@ async def test_expired_receiver_certificate_is_dead_at_once_then_retried(tmp_pat
         assert remote.state == DeliveryState.ACKNOWLEDGED
         retried = [t for t in view.trace if t.event == "operator.retry"]
         assert len(retried) == 1 and (retried[0].actor or "").startswith("cli:")
+
+
+async def test_peer_refusal_is_dead_at_once_with_the_peers_code_and_condition(tmp_path: Path) -> None:
+    """A peer that refuses the packet for good: no retry, and the dead letter says what the peer said."""
+    async with region(tmp_path) as r:
+        answers: list[str] = []
+
+        async def refusing(packet: Packet) -> InboundResult:
+            answers.append(packet.message_id)
+            return InboundResult(False, condition="transport:decryption-failed", code="S01", message="cannot open")
+
+        r.network.attach("memory://stolav", refusing)
+        record, _ = await r.hub.submit(fixture_bytes(TEMPLATE), ADMIN)
+        await r.drain()
+        r.clock.advance(3600)
+        await r.drain()
+        view = await r.hub.store.get(record.id)
+        assert view is not None
+        remote = next(d for d in view.deliveries if d.receiver_her == STOLAV)
+        assert remote.state == DeliveryState.DEAD and remote.attempts == 1 and len(answers) == 1
+        assert remote.last_error_code == "S01"
+        assert "transport:decryption-failed" in (remote.last_error or "")
