@@ -71,27 +71,23 @@ class Receipts:
         OK when the gateway decides for ``party``; none when its EHR will decide."""
         if error is None and party.apprec == "ehr":
             return []
+        errors: list[AppRecError] = []
         if error is not None:
-            errors = [AppRecError(error.apprec_code or "X99", error.message)]
+            errors.append(AppRecError(error.apprec_code or "X99", error.message))
             if isinstance(error, PatientNotIdentified):
                 errors += [AppRecError(code, text) for code, text in error.details]
-            return [
-                self.build(
-                    original,
-                    message_id=message_id,
-                    answering=answering,
-                    role=role,
-                    party=party,
-                    status="2",
-                    errors=tuple(errors),
-                    now=now,
-                )
-            ]
-        return [
-            self.build(
-                original, message_id=message_id, answering=answering, role=role, party=party, status="1", now=now
-            )
-        ]
+        status = "2" if errors else "1"
+        follow_up = self.build(
+            original,
+            message_id=message_id,
+            answering=answering,
+            role=role,
+            party=party,
+            status=status,
+            errors=tuple(errors),
+            now=now,
+        )
+        return [follow_up]
 
     def build(
         self,
