@@ -386,7 +386,7 @@ class SqliteStore:
         return await self._in_tx(admin.prune, before=before, now=now, durable=False)
 
     async def reap_leases(self, *, now: float) -> int:
-        return await self._in_tx(admin.reap_leases, now=now, durable=False)
+        return await self._in_tx(queue.reap_leases, now=now, durable=False)
 
     async def get_meta(self, key: str) -> str | None:
         return await self._in_tx(admin.get_meta, key, durable=False)

@@ -18,7 +18,6 @@ __all__ = [
     "pause",
     "prune",
     "queue_counts",
-    "reap_leases",
     "resume",
     "retry",
     "retry_dead",
@@ -183,27 +182,6 @@ def prune(db: sqlite3.Connection, *, before: float, now: float) -> int:
     for row in rows:
         db.execute("UPDATE messages SET payload = NULL, updated_at = ? WHERE id = ?", (now, row["id"]))
         trace(db, row["id"], now, row["state"], "message.pruned", "payload dropped after the retention period")
-    return len(rows)
-
-
-def reap_leases(db: sqlite3.Connection, *, now: float) -> int:
-    """Take back leases whose worker is gone, so even a paused route's deliveries show as waiting."""
-    rows = db.execute(
-        "SELECT * FROM deliveries WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?", (now,)
-    ).fetchall()
-    for row in rows:
-        db.execute("UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (row["id"],))
-        trace(
-            db,
-            row["message_id"],
-            now,
-            row["state"],
-            "delivery.lease_expired",
-            f"the lease of {row['lease_owner']} ran out (its worker is gone); attempt {row['attempts']} will be "
-            "taken up again",
-            delivery_id=row["id"],
-            attempt=row["attempts"],
-        )
     return len(rows)
 
 

@@ -1,4 +1,5 @@
-"""SQLite store, the delivery queue: claiming due deliveries under a lease, and recording how a send went.
+"""SQLite store, the delivery queue: claiming due deliveries under a lease, taking back the leases of a
+gone worker, and recording how a send went.
 
 Each function runs in one transaction the caller holds (with synchronous=NORMAL: this is the worker's
 bookkeeping, see sqlite.py).
@@ -12,7 +13,7 @@ from typing import Any
 from gateway.store.base import ACTIVE, Claim, DeliveryState
 from gateway.store.sqlite_rows import delivery_record, message_record, refresh_summary, trace
 
-__all__ = ["claim", "finish", "release"]
+__all__ = ["claim", "finish", "reap_leases", "release"]
 
 
 def claim(
@@ -49,16 +50,7 @@ def claim(
     expires = now + lease_s
     for row in rows:
         if row["lease_owner"] is not None:
-            trace(
-                db,
-                row["message_id"],
-                now,
-                row["state"],
-                "delivery.lease_expired",
-                f"the lease of {row['lease_owner']} ran out; attempt {row['attempts']} taken up again",
-                delivery_id=row["id"],
-                attempt=row["attempts"],
-            )
+            _trace_lease_expired(db, row, now)
         db.execute(
             "UPDATE deliveries SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 WHERE id = ?",
             (owner, expires, row["id"]),
@@ -67,6 +59,31 @@ def claim(
         delivery = delivery_record(db.execute("SELECT * FROM deliveries WHERE id = ?", (row["id"],)).fetchone())
         claims.append(Claim(delivery, message_record(message), bytes(message["payload"] or b""), owner, expires))
     return claims
+
+
+def reap_leases(db: sqlite3.Connection, *, now: float) -> int:
+    """Take back leases whose worker is gone, so even a paused route's deliveries show as waiting."""
+    rows = db.execute(
+        "SELECT * FROM deliveries WHERE lease_owner IS NOT NULL AND lease_expires_at <= ?", (now,)
+    ).fetchall()
+    for row in rows:
+        db.execute("UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL WHERE id = ?", (row["id"],))
+        _trace_lease_expired(db, row, now)
+    return len(rows)
+
+
+def _trace_lease_expired(db: sqlite3.Connection, row: sqlite3.Row, now: float) -> None:
+    trace(
+        db,
+        row["message_id"],
+        now,
+        row["state"],
+        "delivery.lease_expired",
+        f"the lease of {row['lease_owner']} ran out (its worker is gone); attempt {row['attempts']} will be "
+        "taken up again",
+        delivery_id=row["id"],
+        attempt=row["attempts"],
+    )
 
 
 def _ordered_heads(db: sqlite3.Connection) -> list[sqlite3.Row]:
