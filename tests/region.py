@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import tomllib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +25,16 @@ from gateway.service import Gateway
 from .conftest import BUNDLE, FIXTURES
 
 ADMIN = Client("test", None, True)
+_MSGID = re.compile(rb"<MsgId>[^<]+</MsgId>")
 
 
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
+
+
+def with_msg_id(body: bytes, msg_id: str | None = None) -> bytes:
+    """The message under another MsgId (a new one unless given): the same content sent again as new."""
+    return _MSGID.sub(f"<MsgId>{msg_id or uuid.uuid4()}</MsgId>".encode(), body, count=1)
 
 
 def manifest_entry(name: str) -> dict[str, Any]:

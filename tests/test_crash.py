@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import signal
 import sqlite3
 import time
@@ -23,7 +22,7 @@ from gateway.config import PROJECT_ROOT, load_settings
 from gateway.registry import load_register
 from gateway.replay import Region, launch_region, stop_region, wait_until_up
 
-from .region import fixture_bytes
+from .region import fixture_bytes, with_msg_id
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +30,10 @@ MESSAGES = 2000
 KILLS = 20
 SENDERS = 6
 TEMPLATE = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"  # Skaun -> St. Olavs, copy to LiO
-_MSGID = re.compile(rb"<MsgId>[^<]+</MsgId>")
 
 
 def message(msg_id: str) -> bytes:
-    return _MSGID.sub(f"<MsgId>{msg_id}</MsgId>".encode(), fixture_bytes(TEMPLATE), count=1)
+    return with_msg_id(fixture_bytes(TEMPLATE), msg_id)
 
 
 class Chaos:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import socket
 import uuid
 from pathlib import Path
@@ -23,10 +22,9 @@ from gateway.replay import mirror_regions
 from gateway.service import Gateway
 from gateway.store.base import DeliveryState
 
-from .region import ADMIN, fixture_bytes, settings_for
+from .region import ADMIN, fixture_bytes, settings_for, with_msg_id
 
 TEMPLATE = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"  # Skaun -> St. Olavs (+ LiO)
-_MSGID = re.compile(rb"<MsgId>[^<]+</MsgId>")
 DOWN_S = 4.0
 RETRY = {"base_s": 0.2, "factor": 2.0, "cap_s": 1.6, "breaker_threshold": 3}
 
@@ -65,7 +63,7 @@ async def test_outage_then_recovery_in_order(tmp_path: Path) -> None:
         await st_runner.cleanup()  # St. Olavs goes down
         records = []
         for msg_id in msg_ids:
-            body = _MSGID.sub(f"<MsgId>{msg_id}</MsgId>".encode(), fixture_bytes(TEMPLATE), count=1)
+            body = with_msg_id(fixture_bytes(TEMPLATE), msg_id)
             records.append((await hub.submit(body, ADMIN))[0])
         await asyncio.sleep(DOWN_S)
         views = [await hub.store.get(r.id) for r in records]
