@@ -1,14 +1,25 @@
 """The one hardened XML parser and serializer of the gateway.
 
-Every byte string that claims to be a KITH message goes through :func:`parse`. It never reads a DTD, never
-resolves an entity, never touches the network, refuses documents that carry a DOCTYPE at all, and refuses
-anything over the configured size before the parser sees it. The encoding comes from the XML declaration
-or the byte-order mark, so ISO-8859-1 and UTF-8 (with or without BOM) read alike; a document whose bytes do
-not match its declared encoding is refused, never guessed at.
+Every byte string that claims to be a KITH message goes through :func:`parse`. Three layers keep hostile
+input away from anything but the document itself:
+
+* **The parser cannot open anything.** libxml2 reads an external DTD subset or a parameter entity even with
+  ``load_dtd=False``, so every parser carries a resolver that answers each request for an external
+  resource with an empty document: no file is opened, no device read, no network touched, whatever the
+  document says and however it is encoded.
+* **A DOCTYPE is refused**, before parsing when the prolog shows one (in every accepted encoding, behind
+  comments and processing instructions too) and after parsing from the document info.
+* **Only known encodings.** UTF-8 (with or without BOM), ISO-8859-1/-15, windows-1252, US-ASCII and UTF-16
+  with a byte-order mark. UTF-16 without a BOM, UCS-4, EBCDIC and every other declared encoding (UTF-7 can
+  hide markup from a byte scan) are refused, and so is a document whose bytes do not match its
+  declaration: never guessed at.
+
+The size cap is applied first, before any of this.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 import threading
 from dataclasses import dataclass
@@ -29,12 +40,21 @@ __all__ = [
 #: Default size cap (bytes) for one message; configurable as ``limits.max_message_bytes``.
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 
-# A DOCTYPE can only stand in the prolog, before the root element. Scanning the prolog's bytes refuses it
-# in every ASCII-compatible encoding before libxml2 runs; the docinfo check after parsing catches UTF-16.
-_FIRST_ELEMENT = re.compile(rb"<[A-Za-z_:]")
-_DOCTYPE = re.compile(rb"<!DOCTYPE", re.IGNORECASE)
+#: Declared encodings accepted in an ASCII-compatible document (Python codec names after lookup).
+_ASCII_COMPATIBLE = frozenset({"utf-8", "iso8859-1", "iso8859-15", "cp1252", "ascii"})
+_UTF16 = frozenset({"utf-16", "utf-16-le", "utf-16-be"})
+_DECLARATION = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._:-]{1,40})[\"']")
+# the parts of a prolog that may come before the root element: white space, the declaration, PIs, comments
+_PROLOG_ITEM = re.compile(r"\s+|<\?.*?\?>|<!--.*?-->", re.DOTALL)
 
 _local = threading.local()
+
+
+class _NothingExternal(etree.Resolver):  # type: ignore[misc]
+    """Answers every request for an external resource (DTD subset, entity, XInclude) with nothing."""
+
+    def resolve(self, system_url: str, public_id: str, context: object) -> object:
+        return self.resolve_string("", context)
 
 
 def _parser() -> etree.XMLParser:
@@ -49,6 +69,7 @@ def _parser() -> etree.XMLParser:
             huge_tree=False,
             collect_ids=False,
         )
+        parser.resolvers.add(_NothingExternal())
         _local.parser = parser
     return parser
 
@@ -75,8 +96,7 @@ def parse(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedDocument:
         raise MessageTooLarge(f"The message is {len(data)} bytes; this gateway accepts at most {max_bytes} bytes.")
     if not data.strip():
         raise NotWellFormed("The message is empty.")
-    first = _FIRST_ELEMENT.search(data)
-    if _DOCTYPE.search(data, 0, first.start() if first else len(data)):
+    if _has_doctype(_prolog_text(data)):
         raise ForbiddenMarkup(
             "The document contains a DOCTYPE or markup declaration; KITH messages must not carry one "
             "and this gateway does not read them."
@@ -91,6 +111,52 @@ def parse(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ParsedDocument:
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise ForbiddenMarkup("The document contains a DOCTYPE; KITH messages must not carry one.")
     return ParsedDocument(root=root, encoding=docinfo.encoding or "UTF-8", raw=data)
+
+
+def _prolog_text(data: bytes) -> str:
+    """The document's start as text, in the encoding its first bytes and declaration give - or the
+    refusal of an encoding this gateway does not read (XML 1.0 appendix F, "autodetection")."""
+    head = data[:4]
+    if head in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00", b"\x00\x00\x00<", b"<\x00\x00\x00"):
+        raise UnreadableEncoding("The document is in UCS-4 (UTF-32); this gateway reads UTF-8, ISO-8859-1 and UTF-16.")
+    if head[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        text = data.decode("utf-16", errors="replace")  # the BOM says which byte order, and is dropped
+        _check_declared(text[:256].encode("ascii", errors="replace"), _UTF16)
+        return text
+    if head[:2] in (b"\x00<", b"<\x00"):
+        raise UnreadableEncoding("The document looks like UTF-16 without a byte-order mark; UTF-16 needs one.")
+    if head == b"\x4c\x6f\xa7\x94":
+        raise UnreadableEncoding("The document is in EBCDIC; this gateway reads UTF-8, ISO-8859-1 and UTF-16.")
+    body = data[3:] if data.startswith(codecs.BOM_UTF8) else data
+    _check_declared(body, frozenset({"utf-8"}) if body is not data else _ASCII_COMPATIBLE)
+    return body.decode("latin-1")  # byte for byte: markup is ASCII in every accepted encoding
+
+
+def _check_declared(start: bytes, accepted: frozenset[str]) -> None:
+    """The encoding the XML declaration names must be one the first bytes allow."""
+    match = _DECLARATION.match(start)
+    if match is None:
+        return
+    name = match.group(1).decode("ascii")
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        canonical = ""
+    if canonical not in accepted:
+        raise UnreadableEncoding(
+            f"The document declares encoding {name!r}, which this gateway does not read here; "
+            "use UTF-8, ISO-8859-1 or UTF-16 with a byte-order mark."
+        )
+
+
+def _has_doctype(text: str) -> bool:
+    """Whether markup declarations (``<!DOCTYPE``, ``<!ENTITY`` ...) stand before the root element."""
+    position = 0
+    while True:
+        item = _PROLOG_ITEM.match(text, position)
+        if item is None:  # an unclosed comment is left to the parser to report
+            return text.startswith("<!", position) and not text.startswith("<!--", position)
+        position = item.end()
 
 
 def _not_well_formed(exc: etree.XMLSyntaxError) -> NotWellFormed:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import codecs
+import os
+import threading
+from pathlib import Path
 
 import pytest
+from lxml import etree
 
+from gateway import xml
 from gateway.errors import ForbiddenMarkup, MessageTooLarge, NotWellFormed, UnreadableEncoding
 from gateway.xml import localname, namespace, parse, serialize
 
@@ -42,6 +47,34 @@ class TestEncodings:
             parse(data)
         assert info.value.apprec_code == "T01"
 
+    def test_utf16_without_bom_is_refused(self) -> None:
+        """UTF-16 must start with a byte-order mark; UTF-16LE bytes declared as UTF-8 are not guessed at."""
+        for data in (
+            DOC.format(enc="UTF-8").encode("utf-16-le"),
+            DOC.format(enc="UTF-16").encode("utf-16-be"),
+        ):
+            with pytest.raises(UnreadableEncoding, match="byte-order mark"):
+                parse(data)
+
+    def test_encodings_that_hide_markup_are_refused(self) -> None:
+        """UTF-7, UCS-4 and EBCDIC could carry markup a byte scan does not see; they are not read at all."""
+        utf7 = b'<?xml version="1.0" encoding="UTF-7"?>+ADw-!DOCTYPE r SYSTEM +ACI-/etc/passwd+ACI-+AD4-<r/>'
+        for data in (
+            utf7,
+            DOC.format(enc="UTF-32").encode("utf-32"),
+            DOC.format(enc="UCS-4").encode("utf-32-be"),
+            DOC.format(enc="IBM037").encode("cp037"),
+        ):
+            with pytest.raises(UnreadableEncoding):
+                parse(data)
+
+    def test_declaration_must_match_the_byte_order_mark(self) -> None:
+        """A UTF-8 BOM before an ISO-8859-1 declaration, or a UTF-16 BOM before a UTF-8 one, is refused."""
+        with pytest.raises(UnreadableEncoding):
+            parse(codecs.BOM_UTF8 + DOC.format(enc="ISO-8859-1").encode("iso-8859-1"))
+        with pytest.raises(UnreadableEncoding):
+            parse(DOC.format(enc="UTF-8").encode("utf-16"))
+
     def test_unknown_encoding_is_refused(self) -> None:
         """An encoding name libxml2 does not know is T01, not a crash."""
         with pytest.raises(NotWellFormed):
@@ -75,6 +108,62 @@ class TestRefusals:
         data = '<?xml version="1.0" encoding="UTF-16"?><!DOCTYPE m><m/>'.encode("utf-16")
         with pytest.raises(ForbiddenMarkup):
             parse(data)
+
+    @pytest.mark.parametrize(
+        "template",
+        [
+            '<?xml version="1.0"?><!-- <a> --><!DOCTYPE r SYSTEM "{path}"><r/>',
+            '<?xml version="1.0"?><?pi <a>?>\n<!DOCTYPE r SYSTEM "{path}"><r/>',
+            '<!-- <a> --><!DOCTYPE r [<!ENTITY % x SYSTEM "{path}"> %x;]><r/>',
+        ],
+    )
+    @pytest.mark.parametrize("encoding", ["utf-8", "utf-16"])
+    def test_hidden_doctype_answers_alike_for_existing_and_missing_files(
+        self, tmp_path: Path, template: str, encoding: str
+    ) -> None:
+        """A DOCTYPE behind a comment or PI, in UTF-8 or UTF-16, is refused with the same answer whether
+        the file it names exists or not: no file-existence oracle."""
+        existing = tmp_path / "secret.txt"
+        existing.write_text("not a DTD <<<", encoding="ascii")
+        answers = []
+        for path in (existing, tmp_path / "missing.txt"):
+            data = template.format(path=path).encode(encoding)
+            with pytest.raises(ForbiddenMarkup) as info:
+                parse(data)
+            answers.append(info.value.message)
+        assert answers[0] == answers[1]
+
+    def test_parser_itself_opens_no_file(self, tmp_path: Path) -> None:
+        """Below the prefilter: the parser answers every external resource with nothing, so a DTD file
+        with broken content is never read (libxml2 would report its content error)."""
+        broken = tmp_path / "broken.dtd"
+        broken.write_text("<!ELEMENT oops", encoding="ascii")
+        data = f'<!DOCTYPE r SYSTEM "{broken}" [<!ENTITY % p SYSTEM "{broken}"> %p;]><r/>'.encode()
+        root = etree.fromstring(data, xml._parser())
+        assert root.tag == "r"
+
+    def test_parser_never_blocks_on_a_device(self, tmp_path: Path) -> None:
+        """A DOCTYPE naming a FIFO (or /proc/self/fd/0) must not hang a parser thread."""
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                parse(f'<!-- <a> --><!DOCTYPE r SYSTEM "{fifo}"><r/>'.encode())
+            except BaseException as exc:  # reported below
+                outcome.append(exc)
+            else:
+                outcome.append(None)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        if worker.is_alive():  # unblock the reader before failing, so the test run itself does not hang
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            worker.join(timeout=5)
+            pytest.fail("the parser opened the FIFO named by the DOCTYPE and blocked on it")
+        assert isinstance(outcome[0], ForbiddenMarkup)
 
     def test_undeclared_entity_is_refused(self) -> None:
         """A reference to an undeclared entity is not well-formed."""
