@@ -152,6 +152,7 @@ class HousekeepingSettings:
     deadline_check_s: float = 60.0
     certificate_warning_days: tuple[int, ...] = (30, 14, 7)
     maintenance_s: float = 3600.0
+    refusals_kept: int = 10000  # packets refused at the transport: metadata of the newest this many
 
 
 @dataclass(frozen=True)

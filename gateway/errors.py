@@ -20,6 +20,7 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
     │   ├── PatientNotIdentified      E36
     │   └── MetadataMismatch          E10  transport metadata disagrees with the payload (HITS 1216 §2.2.3)
     ├── SecurityError                 CMS protection and certificate trust
+    │   ├── UnverifiedPacket          the one answer to a peer for every failure before a verified signature
     │   ├── SignatureInvalid          S01
     │   ├── CertificateInvalid        S02
     │   │   ├── CertificateExpired    S02  outside its validity period
@@ -85,6 +86,7 @@ __all__ = [
     "UnknownReceiver",
     "UnreadableEncoding",
     "UnsupportedMessage",
+    "UnverifiedPacket",
     "all_error_classes",
 ]
 
@@ -193,9 +195,25 @@ class SecurityError(GatewayError):
     apprec_code: ClassVar[str | None] = "S99"
     transport_condition: ClassVar[str | None] = "transport:invalid-cms-pkcs"
     http_status = 422
-    #: the decrypted but unverified content, when decryption worked and the signer is what failed
-    #: (S01-S03): the inbound pipeline needs its MsgHead to answer with a negative AppRec
-    content: bytes | None = None
+    #: a coarse cause in fixed words for the log (never anything read from decrypted bytes)
+    reason: str = ""
+
+
+class UnverifiedPacket(SecurityError):
+    """A packet that could not be decrypted and verified as signed by its claimed sender's registered
+    certificate. The peer hears this one answer whatever the cause was - a decryption failure, a
+    signature that does not verify, a signer that is not the sender, a packet that is not CMS - because
+    telling those apart would let anyone who changes captured ciphertext learn its plaintext (AES-CBC has
+    no integrity of its own). The cause goes to the log only."""
+
+    event = "security.unverified_packet"
+    apprec_code = None
+    transport_condition = "transport:invalid-cms-pkcs"
+    #: the event code of the underlying failure (security.decryption_failed, ...), for the log only
+    cause: str = ""
+
+    def __init__(self) -> None:
+        super().__init__("The packet could not be decrypted and verified as signed by its sender.")
 
 
 class SignatureInvalid(SecurityError):

@@ -1,5 +1,6 @@
-"""The receiving side with CMS on: a message whose signer is no longer trusted is answered S03 (S01-S03
-get a negative AppRec), a spoofed one is refused without an answer."""
+"""The receiving side with CMS on: a message whose signer's own certificate is no longer trusted is answered
+S03 (S02/S03 get a negative AppRec), a spoofed one is refused without an answer (tests/test_hostile_peer.py
+has the rest of what a hostile peer gets)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gateway.replay import mirror_regions
 from gateway.security.devpki import revoke
 from gateway.security.protection import NoProtection
 from gateway.service import Gateway
-from gateway.store.base import DeliveryState, MessageState
+from gateway.store.base import DeliveryState
 
 from .region import ADMIN, fixture_bytes, settings_for, shared_pki
 
@@ -76,10 +77,10 @@ async def test_spoofed_sender_is_refused_unanswered(tmp_path: Path) -> None:
         forged = stolav.protection.protect(body, sender_her="7200201", receiver_her="7102001")
         packet = Packet(forged, "t", "7200101", "7102001", stolav.protection.content_type, "EPIKRISE")
         result = await hub.receive(packet, via="memory")
-        assert not result.accepted and result.condition == "abuse:spoofing-attack"
-        stored = await hub.store.get(result.reference or "")
-        assert stored is not None and stored.message.state == MessageState.REJECTED
-        assert not any(t.event == "apprec.queued" for t in stored.trace)
+        assert not result.accepted and result.condition == "transport:invalid-cms-pkcs"
+        assert result.reference is None and await hub.store.counts() == {}  # nothing stored, nothing answered
+        (refusal,) = await hub.store.refusals()
+        assert (refusal.cause, refusal.claimed_sender) == ("security.spoofing_attack", "7200101")
         # and the honest one goes through
         honest = dataclasses.replace(
             packet, body=stolav.protection.protect(body, sender_her="7200101", receiver_her="7102001")

@@ -1,17 +1,22 @@
 """Inbound: a packet arrives -> unprotect -> judge -> is it ours? duplicate? -> store (durable) -> EHR + AppRec.
 
-The transport is acknowledged only once the outcome is stored. Every outcome is kept for operators:
+Nothing is read before it is verified: a protected packet is decrypted and its signature verified with
+the claimed sender's registered certificate first, and every failure up to that point gets the one answer
+(:class:`~gateway.errors.UnverifiedPacket`), whatever went wrong (docs/security.md). The transport is
+acknowledged only once the outcome is stored. Every outcome is kept for operators:
 
 * valid and ours: ``received``, queued for the receiving party's EHR; an OK AppRec goes back at once when
   the gateway decides receipts for that party (``apprec = "gateway"``), else when the EHR says so;
-* wrong but answerable (T01-T10, E10, E21, E36, S01-S03 with the sender known): ``rejected``, with a
-  negative AppRec queued in the same transaction;
+* wrong but answerable (T01-T10, E10, E21, E36, and S02/S03 when the sender's own certificate fails trust):
+  ``rejected``, with a negative AppRec queued in the same transaction;
 * not ours, or the sender cannot be told (HITS 1168 §5.3): ``misaddressed``, no AppRec;
 * the same (sender, MsgId) to the same receiver again: not stored again, not answered again - counted and
   traced on the first (HITS 1168 §5.4);
 * an AppRec: matched to the delivery it answers (see receipts.py), never answered itself;
-* unreadable or not from whom it claims (decryption, spoofing): refused at the transport with NHN's
-  error condition; a temporary problem (a CRL out of reach) asks the peer to try again later.
+* not verifiable, not readable as a KITH message, or not from whom the transport says: refused at the
+  transport with NHN's error condition and kept as a *refusal* (metadata and a digest, never the bytes,
+  never as a message of the sender it claims); a temporary problem on our side (a CRL out of reach, a
+  missing key) asks the peer to try again later.
 """
 
 from __future__ import annotations
@@ -30,7 +35,15 @@ from gateway.model.envelope import Addressee, Envelope
 from gateway.pipeline.receipts import Receipts, addressee_of
 from gateway.registry import Party
 from gateway.security.protection import MessageProtection
-from gateway.store.base import DeliveryState, Direction, MessageState, NewDelivery, NewMessage, Store
+from gateway.store.base import (
+    DeliveryState,
+    Direction,
+    MessageState,
+    NewDelivery,
+    NewMessage,
+    Refusal,
+    Store,
+)
 from gateway.validation.validator import Judgement
 
 __all__ = ["InboundPipeline"]
@@ -64,8 +77,7 @@ class InboundPipeline:
 
     async def _receive(self, packet: Packet, *, via: str, local: bool) -> InboundResult:
         now = self.clock.now()
-        content = packet.body
-        security_error: SecurityError | None = None
+        content, untrusted = packet.body, None
         if not local:
             try:
                 verified = await asyncio.to_thread(
@@ -75,18 +87,16 @@ class InboundPipeline:
                     claimed_sender_her=packet.from_her,
                     at=datetime.fromtimestamp(now, UTC),
                 )
-                content = verified.content
             except SecurityError as exc:
                 if exc.retryable:
                     raise
-                if isinstance(exc, SpoofingDetected) or exc.content is None:
-                    return await self._refuse(packet, via, exc, now)
-                content, security_error = exc.content, exc  # decrypted, but the signer is not to be trusted
+                return await self._refuse(packet, via, exc, now)
+            content, untrusted = verified.content, verified.untrusted
         judgement = await asyncio.to_thread(self.core.validator.judge, content, check_receiver=False)
         envelope = judgement.envelope
         if envelope is None:  # not readable as a KITH message at all: nobody to answer
             assert judgement.error is not None
-            return await self._refuse(packet, via, judgement.error, now, content)
+            return await self._refuse(packet, via, judgement.error, now)
         if envelope.sender is None or not envelope.sender.her_ids:
             return await self._misaddressed(packet, via, envelope, content, now, "names no sender HER-id to answer")
         sender = self.core.register.attribute(envelope.sender.her_ids)
@@ -96,40 +106,59 @@ class InboundPipeline:
                 f"The transport says the packet is from HER-id {packet.from_her or '-'}; the message names "
                 f"{', '.join(envelope.sender.her_ids)}, which is {who}."
             )
-            return await self._refuse(packet, via, spoof, now, content)
-        error: GatewayError | None = security_error or judgement.error
-        me, role = self._addressee(envelope, packet.to_her)
-        party = self.core.register.attribute(me.her_ids) if me is not None else None
-        if me is not None and party is not None and party.local and party.her_id == (packet.to_her or party.her_id):
-            answering = me  # the AppRec mirrors the receiver as the message names it
-        else:
-            # not plainly ours: answer E10 (transport and message disagree) or E21 (a service of one of our
-            # organisations we do not know) as the local party that took the packet - or keep it unanswered
-            taker = self.core.register.get(packet.to_her)
-            named = me or envelope.receiver
-            if taker is None or not taker.local:
-                org = named.organisation_her_id if named else None
-                if not self.core.register.is_local_organisation(org):
-                    return await self._misaddressed(
-                        packet, via, envelope, content, now, "is for a party this gateway does not serve"
-                    )
-                taker = next(p for p in self.core.register.local_parties if p.organisation.her_id == org)
-                error = error or UnknownReceiver(
-                    f"The receiving service (HER-id {', '.join(named.her_ids) if named else packet.to_her}) is "
-                    f"not registered at {taker.organisation.name}."
-                )
-            else:
-                error = error or MetadataMismatch(
-                    f"The transport addresses HER-id {packet.to_her}, but the message names no such receiver."
-                )
-            party, answering, role = taker, addressee_of(taker), role if me is not None else "PRIM"
+            return await self._refuse(packet, via, spoof, now)
+        addressed = self._addressed(envelope, packet.to_her)
+        if addressed is None:
+            why = "is for a party this gateway does not serve"
+            return await self._misaddressed(packet, via, envelope, content, now, why)
+        party, answering, role, mismatch = addressed
+        error: GatewayError | None = untrusted or judgement.error or mismatch
         if envelope.kind.family == "apprec":
             return await self.receipts.take_apprec(
                 envelope, judgement, content, via=via, now=now, error=error, sender=sender, receiver=party
             )
         return await self._store(packet, via, envelope, judgement, content, now, answering, role, sender, party, error)
 
-    def _addressee(self, envelope: Envelope, to_her: str) -> tuple[Addressee | None, str]:
+    def _addressed(
+        self, envelope: Envelope, to_her: str
+    ) -> tuple[Party, Addressee, str, GatewayError | None] | None:
+        """Which local party takes the message, as whom it answers, in which role - and the error when the
+        transport and the message disagree about the receiver; None when it is none of ours.
+
+        The transport's receiver and the message's must be the same local party. When they differ the
+        message is answered E10 (HITS 1216 §2.2.3) by the local party the transport named, or - when the
+        transport named none of ours - by the local party the message names; a message for an unknown
+        service of one of our organisations is answered E21 by that organisation."""
+        me, role = self._addressee(envelope, to_her)
+        named = me or envelope.receiver
+        named_party = self.core.register.attribute(named.her_ids) if named is not None else None
+        if named is not None and named_party is not None and named_party.local and named_party.her_id == (
+            to_her or named_party.her_id
+        ):
+            return named_party, named, role, None  # plainly ours: the AppRec mirrors the receiver as named
+        taker = self.core.register.get(to_her)
+        if taker is not None and taker.local:
+            mismatch = MetadataMismatch(
+                f"The transport addresses HER-id {to_her}, but the message names no such receiver."
+            )
+            return taker, addressee_of(taker), "PRIM", mismatch
+        if named is not None and named_party is not None and named_party.local:
+            mismatch = MetadataMismatch(
+                f"The transport addresses HER-id {to_her}, but the message is for {named_party.her_id}."
+            )
+            return named_party, named, role, mismatch
+        org = named.organisation_her_id if named is not None else None
+        if not self.core.register.is_local_organisation(org):
+            return None
+        taker = next(p for p in self.core.register.local_parties if p.organisation.her_id == org)
+        unknown = UnknownReceiver(
+            f"The receiving service (HER-id {', '.join(named.her_ids) if named else to_her}) is "
+            f"not registered at {taker.organisation.name}."
+        )
+        return taker, addressee_of(taker), role if me is not None else "PRIM", unknown
+
+    @staticmethod
+    def _addressee(envelope: Envelope, to_her: str) -> tuple[Addressee | None, str]:
         """Which of the message's receivers the packet is for: the primary or a copy receiver."""
         if envelope.receiver is not None and (not to_her or to_her in envelope.receiver.her_ids):
             return envelope.receiver, "PRIM"
@@ -244,38 +273,36 @@ class InboundPipeline:
         )
         return InboundResult(True, reference=record.id, event="message.misaddressed")
 
-    async def _refuse(
-        self, packet: Packet, via: str, error: GatewayError, now: float, content: bytes | None = None
-    ) -> InboundResult:
-        """Refused at the transport: kept (the raw packet) for operators, the peer told the NHN condition."""
-        message = NewMessage(
-            id=uuid.uuid4().hex,
-            direction=Direction.IN,
-            kind=None,
-            msg_type=packet.subject or None,
-            msg_id=None,
-            sender_her=packet.from_her or None,
-            receiver_her=packet.to_her or None,
-            state=MessageState.REJECTED,
-            payload=content if content is not None else packet.body,
-            client=via,
-            dedupe_key=None,
-            error_code=error.apprec_code,
-            error_event=error.event,
-            error_text=error.message,
-            reason=f"refused at the transport ({error.transport_condition}): {error.message}",
-            detail={"transport_message_id": packet.message_id},
+    async def _refuse(self, packet: Packet, via: str, error: GatewayError, now: float) -> InboundResult:
+        """Refused at the transport: the peer is told the NHN condition, operators get a refusal record
+        (metadata and a digest; the bytes are not kept, and the sender it names is only a claim)."""
+        cause = getattr(error, "cause", "") or None
+        refusal = Refusal(
+            at=now,
+            via=via,
+            event=error.event,
+            cause=cause,
+            condition=error.transport_condition,
+            code=error.apprec_code,
+            claimed_sender=packet.from_her[:32] or None,
+            claimed_receiver=packet.to_her[:32] or None,
+            transport_message_id=packet.message_id[:128] or None,
+            size=len(packet.body),
+            sha256=hashlib.sha256(packet.body).hexdigest(),
+            reason=error.message,
         )
-        record, _created = await self.store.add_message(message, [], now=now)
+        refusal_id = await self.store.add_refusal(refusal, keep=self.core.settings.housekeeping.refusals_kept)
         level = log.error if isinstance(error, SpoofingDetected) else log.warning
         level(
             "transport.refused",
             code=error.event,
+            cause=cause,
+            reason=getattr(error, "reason", "") or None,
             condition=error.transport_condition,
-            message_id=record.id,
+            refusal=refusal_id,
             direction="in",
-            sender=packet.from_her,
+            claimed_sender=packet.from_her,
             receiver=packet.to_her,
             via=via,
         )
-        return InboundResult.refused(error, reference=record.id)
+        return InboundResult.refused(error)

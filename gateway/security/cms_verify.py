@@ -13,6 +13,13 @@ Two rules shape this module:
   implicit rejection, so a bad key transport block yields a random key and fails later, the same way.)
   The detail goes to the log only. Structural problems found *before* any key is used (not CMS at all, an
   algorithm the profile refuses) say what they are: they depend on nothing secret.
+* **Only the claimed sender's certificate verifies.** The SignerInfo must name one of the certificates
+  the caller offers (the claimed sender's registered one); a certificate embedded in the packet is never
+  used to verify anything, only - after verification - as a candidate intermediate for the chain.
+* **Bounded work.** At most :data:`MAX_RECIPIENTS` RecipientInfos and one private-key operation per key of
+  ours, whatever a packet lists; at most :data:`MAX_CERTIFICATES` embedded certificates.
+* **Nothing decrypted in an error.** Failures inside the decrypted structure say which check failed in
+  fixed words; they never quote the decrypted bytes.
 * **Content byte for byte.** The eContent octets are returned as signed; nothing is re-encoded.
 """
 
@@ -33,14 +40,23 @@ from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
 
-from gateway.errors import DecryptionFailed, InvalidCms, SecurityError, SignatureInvalid
-from gateway.log import get_logger
+from gateway.errors import DecryptionFailed, InvalidCms, SignatureInvalid, SpoofingDetected
 from gateway.security.certs import EMBEDDED, CertRef, describe, name_text
 from gateway.security.keys import KeyPair
 
-__all__ = ["SignedContent", "attach_content", "decrypt", "decryption_failed", "verify"]
+__all__ = [
+    "MAX_CERTIFICATES",
+    "MAX_RECIPIENTS",
+    "SignedContent",
+    "decrypt",
+    "decryption_failed",
+    "verify",
+]
 
-log = get_logger("gateway.security.cms")
+#: More RecipientInfos than this is refused before any private-key operation (the profile has one).
+MAX_RECIPIENTS = 16
+#: More certificates embedded in the SignedData than this is refused (the profile embeds the signer's).
+MAX_CERTIFICATES = 8
 
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -69,9 +85,11 @@ _RSA_SIGNATURES = {
 }
 
 
-def decryption_failed(receiver: str) -> DecryptionFailed:
-    """The one decryption error: the same words whatever went wrong."""
-    return DecryptionFailed(f"The message could not be decrypted for receiver {receiver}.")
+def decryption_failed(receiver: str, reason: str) -> DecryptionFailed:
+    """The one decryption error: the same words whatever went wrong; ``reason`` (coarse, for the log) too."""
+    error = DecryptionFailed(f"The message could not be decrypted for receiver {receiver}.")
+    error.reason = reason
+    return error
 
 
 # --- decryption --------------------------------------------------------------------------------------
@@ -145,11 +163,14 @@ def _parse_envelope(packet: bytes) -> _Envelope:
             raise InvalidCms("The EnvelopedData carries no encrypted content.")
         algorithm = content["content_encryption_algorithm"]
         params = algorithm["parameters"].native
+        infos = enveloped["recipient_infos"]
+        if len(infos) > MAX_RECIPIENTS:
+            raise InvalidCms(f"The EnvelopedData lists {len(infos)} recipients; at most {MAX_RECIPIENTS} are read.")
         return _Envelope(
             algorithm=algorithm["algorithm"].dotted,
             iv=params if isinstance(params, bytes) else b"",
             ciphertext=content["encrypted_content"].native,
-            recipients=[_recipient(r.chosen) for r in enveloped["recipient_infos"] if r.name == "ktri"],
+            recipients=[_recipient(r.chosen) for r in infos if r.name == "ktri"],
         )
     except InvalidCms:
         raise
@@ -211,27 +232,25 @@ def decrypt(
     """The plaintext of an EnvelopedData packet and the key pair that opened it.
 
     Raises InvalidCms for a packet that is not of the profile (checked before any key is used), and
-    DecryptionFailed - one message for every cause - for everything after.
+    DecryptionFailed - one message for every cause - for everything after. Each of our keys is tried at
+    most once, with the first RecipientInfo that names its certificate.
     """
     env = _parse_envelope(packet)
     cipher, key_length = _cipher(env, allow_3des)
-    candidates = [(r, k) for r in env.recipients for k in keys if r.rid.identifies(k.ref.cert)]
-    transports = [(r, k, _key_transport(r)) for r, k in candidates]
-    for recipient, pair, transport in transports:
+    candidates = []
+    for pair in keys:
+        recipient = next((r for r in env.recipients if r.rid.identifies(pair.ref.cert)), None)
+        if recipient is not None:
+            candidates.append((recipient, pair, _key_transport(recipient)))
+    for recipient, pair, transport in candidates:
         try:
             content_key = pair.key.decrypt(recipient.encrypted_key, transport)
             if len(content_key) == key_length:
                 return _decrypt_content(cipher(content_key), env), pair
         except Exception:  # noqa: S112 - whatever the cause, it must look like every other failure (no oracle)
             continue
-    log.warning(
-        "security.decryption_failed",
-        code="security.decryption_failed",
-        receiver=receiver,
-        reason="no recipient for our keys" if not candidates else "key transport or content decryption failed",
-        recipients=len(env.recipients),
-    )
-    raise decryption_failed(receiver)
+    reason = "no recipient for our keys" if not candidates else "key transport or content decryption failed"
+    raise decryption_failed(receiver, reason)
 
 
 def _decrypt_content(algorithm: BlockCipherAlgorithm, env: _Envelope) -> bytes:
@@ -250,7 +269,7 @@ def _decrypt_content(algorithm: BlockCipherAlgorithm, env: _Envelope) -> bytes:
 @dataclass(frozen=True)
 class SignedContent:
     """A verified signature: the content as signed, the certificate that verified it, and the others
-    embedded beside it (candidate intermediates for the chain)."""
+    embedded beside it (candidate intermediates for the chain, read only after the signature verified)."""
 
     content: bytes
     signer: CertRef
@@ -267,7 +286,7 @@ class _Signed:
 
     content_type: str
     content: bytes
-    certificates: list[x509.Certificate]
+    certificates: list[bytes]  # DER, not parsed before the signature verified
     sid: _Identifier
     digest_algorithm: str  # asn1crypto's name: sha1, sha256, ...
     signature_algorithm: str  # dotted OID
@@ -278,25 +297,29 @@ class _Signed:
 
 
 def _parse_signed(data: bytes) -> _Signed:
+    """The SignedData's fields. The bytes were decrypted but not yet verified, so a failure says only
+    which part is wrong, never what the bytes were."""
     try:
         info = acms.ContentInfo.load(data, strict=True)
         if info["content_type"].native != "signed_data":
-            raise InvalidCms(f"Expected CMS SignedData inside the envelope, got {info['content_type'].native}.")
+            raise InvalidCms("The decrypted content is not a CMS SignedData.")
         signed = info["content"]
         encap = signed["encap_content_info"]
         content = encap["content"].native
         if not isinstance(content, bytes):
             raise InvalidCms("The SignedData is detached; the profile embeds the content.")
         if len(signed["signer_infos"]) != 1:
-            raise InvalidCms(f"The SignedData has {len(signed['signer_infos'])} signers; the profile has one.")
-        certificates = [_readable(c.chosen.dump()) for c in (signed["certificates"] or []) if c.name == "certificate"]
+            raise InvalidCms("The SignedData has more or fewer signers than the one of the profile.")
+        embedded = [c for c in (signed["certificates"] or []) if c.name == "certificate"]
+        if len(embedded) > MAX_CERTIFICATES:
+            raise InvalidCms(f"The SignedData embeds more than {MAX_CERTIFICATES} certificates.")
         signer_info = signed["signer_infos"][0]
         attrs = signer_info["signed_attrs"]
         values = {a["type"].dotted: a["values"] for a in attrs} if attrs else {}
         return _Signed(
             content_type=encap["content_type"].dotted,
             content=content,
-            certificates=certificates,
+            certificates=[c.chosen.dump() for c in embedded],
             sid=_Identifier.of(signer_info["sid"]),
             digest_algorithm=signer_info["digest_algorithm"]["algorithm"].native,
             signature_algorithm=signer_info["signature_algorithm"]["algorithm"].dotted,
@@ -308,8 +331,8 @@ def _parse_signed(data: bytes) -> _Signed:
         )
     except InvalidCms:
         raise
-    except Exception as exc:  # lazy parsing of hostile input: any failure means "not CMS"
-        raise InvalidCms(f"The content is not a readable CMS SignedData structure: {exc}") from None
+    except Exception:  # lazy parsing of hostile input: any failure means "not CMS"
+        raise InvalidCms("The decrypted content is not a readable CMS SignedData structure.") from None
 
 
 def _readable(der: bytes) -> x509.Certificate:
@@ -320,49 +343,37 @@ def _readable(der: bytes) -> x509.Certificate:
     return cert
 
 
-def _find_signer(signed: _Signed, fallback: Sequence[CertRef]) -> CertRef:
-    """The certificate the SignerInfo names: embedded first, then the sender's registered one."""
-    for ref in [CertRef(c, EMBEDDED) for c in signed.certificates] + list(fallback):
-        if signed.sid.identifies(ref.cert):
-            return ref
-    raise SignatureInvalid(
-        f"The signer certificate ({signed.sid}) is neither embedded in the CMS signature nor registered for the sender."
-    )
+def verify(data: bytes, *, signers: Sequence[CertRef]) -> SignedContent:
+    """Verify a DER SignedData with one of ``signers`` - the certificates registered for whoever may
+    have signed it: the signature, and the message digest when there are signed attributes.
 
-
-def verify(data: bytes, *, fallback_signers: Sequence[CertRef] = ()) -> SignedContent:
-    """Verify a DER SignedData: the signature, and the message digest when there are signed attributes.
-
-    The signer certificate is looked up by the SignerInfo's identifier among the embedded certificates,
-    then among ``fallback_signers`` (the claimed sender's registered certificate). Trust in that
-    certificate is *not* decided here (see :mod:`gateway.security.trust`).
-    """
+    The SignerInfo must name one of ``signers`` (SpoofingDetected otherwise); certificates embedded in
+    the packet are never used to verify. Trust in the signer certificate is *not* decided here (see
+    :mod:`gateway.security.trust`)."""
     signed = _parse_signed(data)
-    try:
-        signer = _check(signed, fallback_signers)
-    except SignatureInvalid as exc:
-        attach_content(exc, signed.content)
-        raise
-    others = tuple(CertRef(c, EMBEDDED) for c in signed.certificates)
-    return SignedContent(signed.content, signer, tuple(o for o in others if o.fingerprint != signer.fingerprint))
-
-
-def _check(signed: _Signed, fallback_signers: Sequence[CertRef]) -> CertRef:
-    """The signer certificate, once the signature (and the message digest) verify with it."""
-    signer = _find_signer(signed, fallback_signers)
+    signer = next((ref for ref in signers if signed.sid.identifies(ref.cert)), None)
+    if signer is None:
+        raise SpoofingDetected("The signature is not made with the registered signing certificate of the sender.")
     digest = _hash(signed.digest_algorithm)
     if digest is None:
         raise SignatureInvalid(
             f"Digest algorithm {signed.digest_algorithm} is not accepted (SHA-1 or SHA-2), signer: {describe(signer)}."
         )
     _check_signature(signed, _signed_bytes(signed, digest, signer), digest, signer)
-    return signer
+    return SignedContent(signed.content, signer, _intermediates(signed, signer))
 
 
-def attach_content(exc: SecurityError, content: bytes) -> None:
-    """Give a refusal the (unverified) content it was about, as ``exc.content``: the inbound pipeline
-    needs the MsgHead of a message it answers with S01-S03, even though the signer is not trusted."""
-    exc.content = content
+def _intermediates(signed: _Signed, signer: CertRef) -> tuple[CertRef, ...]:
+    """The embedded certificates other than the signer's that parse: candidate intermediates."""
+    found = []
+    for der in signed.certificates:
+        try:
+            ref = CertRef(_readable(der), EMBEDDED)
+        except Exception:  # noqa: S112 - an embedded certificate that does not read cannot help build a chain
+            continue
+        if ref.fingerprint != signer.fingerprint:
+            found.append(ref)
+    return tuple(found)
 
 
 def _signed_bytes(signed: _Signed, digest: hashes.HashAlgorithm, signer: CertRef) -> bytes:

@@ -229,6 +229,10 @@ class KeyStore:
         keys = self._parties.get(her_id)
         return keys.sign_cert if keys else None
 
+    def signing_certs(self) -> list[CertRef]:
+        """Every party's registered signing certificate."""
+        return [keys.sign_cert for keys in self._parties.values() if keys.sign_cert is not None]
+
     def owner_of_signing_cert(self, ref: CertRef) -> str | None:
         """The party whose registered signing certificate ``ref`` is (by issuer, serial and key)."""
         return self._signers.get(ref.identity())

@@ -17,13 +17,13 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from gateway.config import Settings
-from gateway.errors import ConfigError, InvalidCms, SecurityError, SpoofingDetected
+from gateway.errors import ConfigError, InvalidCms, SecurityError, SpoofingDetected, UnverifiedPacket
 from gateway.log import get_logger
 from gateway.registry import Register
 from gateway.security import cms, cms_verify
-from gateway.security.certs import CertRef, describe, load_certificates_file, utc
+from gateway.security.certs import CertRef, load_certificates_file, utc
 from gateway.security.crl import CrlCache, CrlStatus, Fetcher
-from gateway.security.keys import CertificateInfo, KeyStore
+from gateway.security.keys import CertificateInfo, KeyPair, KeyStore
 from gateway.security.trust import TrustValidator
 
 __all__ = [
@@ -40,7 +40,12 @@ log = get_logger("gateway.security")
 
 @dataclass(frozen=True)
 class Verified:
-    """An opened inbound packet: the content byte for byte as signed, and who verifiably signed it."""
+    """An opened inbound packet: the content byte for byte as signed, and who verifiably signed it.
+
+    ``untrusted`` is set when the signature verified with the sender's registered certificate but that
+    certificate fails trust (S02: expired, not yet valid, wrong key usage, no path to an anchor; S03:
+    revoked): the content is what the registered sender signed, so it may be read and answered with that
+    code, but never accepted."""
 
     content: bytes
     signer_her: str  # the party the verified signer certificate belongs to
@@ -48,6 +53,7 @@ class Verified:
     serial: str  # hex
     issuer: str
     previous_key: bool = False  # decrypted with the receiver's previous key (certificate rollover)
+    untrusted: SecurityError | None = None
 
 
 @runtime_checkable
@@ -122,82 +128,84 @@ class SignThenEncrypt:
     def unprotect(
         self, packet: bytes, *, receiver_her: str, claimed_sender_her: str, at: datetime | None = None
     ) -> Verified:
-        """Decrypt for ``receiver_her``, verify the signature and digest, check that the signer is
-        ``claimed_sender_her``'s registered certificate, then validate that certificate (chain, dates,
-        key usage, CRL).
+        """What a peer's packet gets: :meth:`open`, with every failure before a verified signature turned
+        into the one :class:`UnverifiedPacket` (its cause kept on it for the log, not for the peer).
+        Temporary problems on our side (a missing key, a CRL out of reach) stay what they are."""
+        try:
+            return self.open(packet, receiver_her=receiver_her, claimed_sender_her=claimed_sender_her, at=at)
+        except SecurityError as exc:
+            if exc.retryable:
+                raise
+            unverified = UnverifiedPacket()
+            unverified.cause, unverified.reason = exc.event, exc.reason or exc.event
+            raise unverified from None
 
-        The spoofing check comes before trust: a certificate that is not the claimed sender's is refused
-        as spoofing and never answered, so nobody can make this gateway send signed S02 AppRecs to a
-        party of its choice with a self-made certificate. Only the sender's own certificate failing trust
-        is S02/S03 (with the content attached, so the pipeline can answer)."""
+    def open(
+        self, packet: bytes, *, receiver_her: str, claimed_sender_her: str, at: datetime | None = None
+    ) -> Verified:
+        """Decrypt for ``receiver_her``, verify the signature with ``claimed_sender_her``'s registered
+        signing certificate (and nothing else), then validate that certificate (chain, dates, key usage,
+        CRL). Raises the specific cause (for tools and tests; peers get :meth:`unprotect`).
+
+        Whether the signer is the claimed sender is settled before anything is trusted: a signature by
+        any other certificate is spoofing and never answered, so nobody can make this gateway send signed
+        S02 AppRecs to a party of its choice with a self-made certificate. Only the sender's own
+        certificate failing trust is S02/S03, on :attr:`Verified.untrusted`."""
         registered = self.keys.signing_cert(claimed_sender_her)
-        opened = self._open(packet, receiver_her, [registered] if registered else [])
-        signer_her = self._check_sender(opened, claimed_sender_her, receiver_her)
-        self._trust(opened, utc(at))
-        return self._verified(opened, signer_her)
+        if registered is None:  # refused before any private-key operation: nothing it sends can verify
+            raise SpoofingDetected(f"No signing certificate is registered for the claimed sender {claimed_sender_her}.")
+        inner, used = self._decrypt(packet, receiver_her)
+        try:
+            signed = cms_verify.verify(inner, signers=[registered])
+        except InvalidCms:  # garbage after decryption: as any other decryption failure (no padding oracle)
+            raise cms_verify.decryption_failed(receiver_her, "the decrypted content is not a SignedData") from None
+        except SpoofingDetected:
+            self._log_spoofing(inner, claimed_sender_her, receiver_her)
+            raise
+        return self._verified(signed, claimed_sender_her, used.previous, utc(at))
 
     def identify(self, packet: bytes, *, receiver_her: str, at: datetime | None = None) -> Verified:
-        """Like :meth:`unprotect`, for tools that have no claimed sender: the sender is the party whose
+        """Like :meth:`open`, for tools that have no claimed sender: the sender is the party whose
         registered signing certificate signed the packet, and a signer that is no party's is refused."""
-        opened = self._open(packet, receiver_her, [])
-        owner = self.keys.owner_of_signing_cert(opened.signer)
-        if owner is None:
-            raise SpoofingDetected(f"The {describe(opened.signer)} is registered for no party of the register.")
-        self._trust(opened, utc(at))
-        return self._verified(opened, owner)
+        inner, used = self._decrypt(packet, receiver_her)
+        signed = cms_verify.verify(inner, signers=self.keys.signing_certs())
+        owner = self.keys.owner_of_signing_cert(signed.signer)
+        assert owner is not None  # every certificate offered is a party's
+        return self._verified(signed, owner, used.previous, utc(at))
 
-    def _open(self, packet: bytes, receiver_her: str, fallback: list[CertRef]) -> _Opened:
+    def _decrypt(self, packet: bytes, receiver_her: str) -> tuple[bytes, KeyPair]:
         keys = self.keys.decryptors(receiver_her)
         inner, used = cms_verify.decrypt(packet, keys, receiver=receiver_her, allow_3des=self.allow_3des)
         if used.previous:
             log.info("security.previous_key_used", code="security.previous_key_used", receiver=receiver_her)
-        try:
-            signed = cms_verify.verify(inner, fallback_signers=fallback)
-        except InvalidCms:
-            # garbage after decryption is reported as a decryption failure, so a peer cannot tell a
-            # valid CBC padding from an invalid one by the answer (no padding oracle)
-            raise cms_verify.decryption_failed(receiver_her) from None
-        return _Opened(signed.content, signed.signer, used.previous, signed.certificates)
+        return inner, used
 
-    def _trust(self, opened: _Opened, at: datetime) -> None:
+    def _verified(self, signed: cms_verify.SignedContent, signer_her: str, previous: bool, at: datetime) -> Verified:
+        """The opened packet, with the trust verdict on its (verified) signer certificate."""
+        untrusted = None
         try:
-            self.trust.validate(opened.signer, purpose="sign", at=at, intermediates=opened.intermediates)
+            self.trust.validate(signed.signer, purpose="sign", at=at, intermediates=signed.certificates)
         except SecurityError as exc:
-            cms_verify.attach_content(exc, opened.content)
-            raise
+            if exc.retryable:  # the revocation status cannot be had now: the peer keeps the packet
+                raise
+            untrusted = exc
+        ref = signed.signer
+        return Verified(signed.content, signer_her, ref.subject, ref.serial, ref.issuer, previous, untrusted)
 
-    def _check_sender(self, opened: _Opened, claimed: str, receiver: str) -> str:
-        """The spoofing check: the verified signer must be the claimed sender's registered certificate.
-        (The content is not attached to SpoofingDetected: a spoofed message is refused, never answered.)"""
-        registered = self.keys.signing_cert(claimed)
-        if registered is not None and registered.identity() == opened.signer.identity():
-            return claimed
-        owner = self.keys.owner_of_signing_cert(opened.signer)
+    def _log_spoofing(self, inner: bytes, claimed: str, receiver: str) -> None:
+        """A signature by a certificate that is not the claimed sender's: find out, from the register
+        only, whether another party made it - what an operator needs to know about an attempt."""
+        try:
+            owner = self.keys.owner_of_signing_cert(cms_verify.verify(inner, signers=self.keys.signing_certs()).signer)
+        except SecurityError:
+            owner = None
         log.error(
             "security.spoofing_attack",
             code="security.spoofing_attack",
             claimed_sender=claimed,
             receiver=receiver,
-            signer_party=owner,
-            signer_subject=opened.signer.subject,
-            signer_serial=opened.signer.serial,
-            signer_issuer=opened.signer.issuer,
+            signed_by_party=owner,
         )
-        belongs = f"belongs to party {owner}" if owner else "is registered for no party"
-        expected = (
-            f"the registered signing {describe(registered)}"
-            if registered
-            else "no signing certificate, as none is registered for it"
-        )
-        raise SpoofingDetected(
-            f"The message claims sender {claimed}, but it is signed with the {describe(opened.signer)}, which "
-            f"{belongs}; {claimed} has {expected}."
-        )
-
-    @staticmethod
-    def _verified(opened: _Opened, signer_her: str) -> Verified:
-        ref = opened.signer
-        return Verified(opened.content, signer_her, ref.subject, ref.serial, ref.issuer, opened.previous_key)
 
     # --- operations --------------------------------------------------------------------------------
 
@@ -212,14 +220,6 @@ class SignThenEncrypt:
     async def refresh_crls(self, fetch: Fetcher) -> None:
         """Re-read CRL files and fetch CRL URLs; the scheduler calls this every ``crl_refresh_s``."""
         await self.trust.crls.refresh(fetch)
-
-
-@dataclass(frozen=True)
-class _Opened:
-    content: bytes
-    signer: CertRef
-    previous_key: bool
-    intermediates: tuple[CertRef, ...] = ()
 
 
 def build_protection(

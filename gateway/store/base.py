@@ -30,6 +30,7 @@ __all__ = [
     "NewDelivery",
     "NewMessage",
     "Page",
+    "Refusal",
     "RouteState",
     "Store",
     "TraceEntry",
@@ -207,6 +208,26 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A packet refused at the transport, kept for operators as metadata and a digest - never its bytes,
+    and never as a message: the sender it names is only what the transport claimed."""
+
+    at: float
+    via: str
+    event: str
+    condition: str | None
+    code: str | None
+    claimed_sender: str | None
+    claimed_receiver: str | None
+    transport_message_id: str | None
+    size: int
+    sha256: str
+    reason: str
+    cause: str | None = None
+    id: int = 0
+
+
+@dataclass(frozen=True)
 class RouteState:
     route: str
     paused: bool
@@ -319,6 +340,14 @@ class Store(Protocol):
     async def queue_counts(self) -> dict[str, dict[str, int]]: ...
 
     async def prune(self, *, before: float, now: float) -> int: ...
+
+    async def add_refusal(self, refusal: Refusal, *, keep: int) -> int:
+        """Record a refused packet; only the newest ``keep`` refusals are kept. Returns its id."""
+        ...
+
+    async def refusals(self, *, limit: int = 100, before: int | None = None) -> list[Refusal]:
+        """Refused packets, newest first (ids below ``before`` when given)."""
+        ...
 
     async def get_meta(self, key: str) -> str | None: ...
 

@@ -89,3 +89,23 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Packets refused at the transport (not decryptable and verifiable, not readable, not from whom they
+-- claim): what an operator needs to see them, never their bytes. Bounded: the oldest go past
+-- [housekeeping] refusals_kept.
+CREATE TABLE IF NOT EXISTS refusals (
+    id                   INTEGER PRIMARY KEY AUTOINCREMENT,
+    at                   REAL NOT NULL,
+    via                  TEXT NOT NULL,        -- the transport it came through
+    event                TEXT NOT NULL,        -- the refusal's event code (security.unverified_packet, ...)
+    cause                TEXT,                 -- the underlying cause's event code, for operators only
+    condition            TEXT,                 -- the NHN transport error condition the peer was told
+    code                 TEXT,                 -- KITH code, when there is one
+    claimed_sender       TEXT,                 -- as the transport metadata said: not verified
+    claimed_receiver     TEXT,
+    transport_message_id TEXT,
+    size                 INTEGER NOT NULL,
+    sha256               TEXT NOT NULL,        -- of the packet as received
+    reason               TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS refusals_at ON refusals(at);

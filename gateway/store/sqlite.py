@@ -38,6 +38,7 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
     Page,
+    Refusal,
     RouteState,
 )
 from gateway.store.sqlite_rows import (
@@ -387,6 +388,12 @@ class SqliteStore:
 
     async def reap_leases(self, *, now: float) -> int:
         return await self._in_tx(queue.reap_leases, now=now, durable=False)
+
+    async def add_refusal(self, refusal: Refusal, *, keep: int) -> int:
+        return await self._in_tx(admin.add_refusal, refusal, keep=keep, durable=False)
+
+    async def refusals(self, *, limit: int = 100, before: int | None = None) -> list[Refusal]:
+        return await self._in_tx(admin.refusals, limit, before, durable=False)
 
     async def get_meta(self, key: str) -> str | None:
         return await self._in_tx(admin.get_meta, key, durable=False)

@@ -9,15 +9,17 @@ import sqlite3
 from collections.abc import Mapping
 
 from gateway.errors import Conflict, NotFound
-from gateway.store.base import RouteState
+from gateway.store.base import Refusal, RouteState
 from gateway.store.sqlite_rows import refresh_summary, trace
 
 __all__ = [
+    "add_refusal",
     "cancel",
     "get_meta",
     "pause",
     "prune",
     "queue_counts",
+    "refusals",
     "resume",
     "retry",
     "retry_dead",
@@ -195,3 +197,29 @@ def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
     )
+
+
+_REFUSAL_FIELDS = (
+    "at, via, event, cause, condition, code, claimed_sender, claimed_receiver, transport_message_id, size, sha256, "
+    "reason"
+)
+
+
+def add_refusal(db: sqlite3.Connection, r: Refusal, *, keep: int) -> int:
+    """Insert one refusal and drop those beyond the newest ``keep`` (ids only grow, so this stays cheap)."""
+    cursor = db.execute(
+        f"INSERT INTO refusals ({_REFUSAL_FIELDS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608 - fixed names
+        (r.at, r.via, r.event, r.cause, r.condition, r.code, r.claimed_sender, r.claimed_receiver,
+         r.transport_message_id, r.size, r.sha256, r.reason),
+    )  # fmt: skip
+    new_id = int(cursor.lastrowid or 0)
+    db.execute("DELETE FROM refusals WHERE id <= ?", (new_id - max(keep, 1),))
+    return new_id
+
+
+def refusals(db: sqlite3.Connection, limit: int, before: int | None) -> list[Refusal]:
+    rows = db.execute(
+        f"SELECT id, {_REFUSAL_FIELDS} FROM refusals WHERE id < ? ORDER BY id DESC LIMIT ?",  # noqa: S608
+        (before if before is not None else 2**62, limit),
+    ).fetchall()
+    return [Refusal(**dict(row)) for row in rows]

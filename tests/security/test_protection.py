@@ -115,7 +115,7 @@ class TestRollover:
         (world.pki / HITRA / "prev-enc.key").unlink()
         (world.pki / HITRA / "prev-enc.crt").unlink()
         with pytest.raises(DecryptionFailed):
-            world.protection().unprotect(before, receiver_her=HITRA, claimed_sender_her=FROYA)
+            world.protection().open(before, receiver_her=HITRA, claimed_sender_her=FROYA)
 
 
 class TestKeys:
@@ -123,7 +123,7 @@ class TestKeys:
         """A packet encrypted to someone else's certificate cannot be opened with any of our keys."""
         packet = protection.protect(XML, sender_her=FROYA, receiver_her=STOLAV)
         with pytest.raises(DecryptionFailed):
-            protection.unprotect(packet, receiver_her=STOLAV, claimed_sender_her=FROYA)
+            protection.open(packet, receiver_her=STOLAV, claimed_sender_her=FROYA)
 
     def test_missing_key_names_the_file_looked_for(self, world: World) -> None:
         """A local party without its dev key files gets KeyUnavailable naming the path it looked at."""
