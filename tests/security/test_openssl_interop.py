@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import pytest
 
+from gateway.config import PROJECT_ROOT
 from gateway.security import SignThenEncrypt
 from tests.security.conftest import FROYA, HITRA, STOLAV, XML, World, gateway_cli, openssl
 
@@ -124,6 +125,22 @@ class TestCli:
         assert opened.returncode == 0, opened.stderr
         assert opened.stdout == XML
         assert f"signer {FROYA}" in opened.stderr.decode()
+
+    def test_gateway_unprotect_warns_when_the_signer_is_not_the_payloads_sender(self, template: World) -> None:
+        """Signed by Frøya, but the message names Hitra as its sender: the packet opens, and stderr says so
+        (the gateway would refuse it as abuse:spoofing-attack). Signed by Hitra itself: no warning."""
+        message = (PROJECT_ROOT / "fixtures" / "messages" / "dialogmelding-1.1" / "helsefaglig-dialog-foresporsel.xml")
+        body = message.read_bytes()  # from Hitra (7100201)
+        for signer, warned in ((FROYA, True), (HITRA, False)):
+            receiver = HITRA if signer == FROYA else FROYA
+            packet = gateway_cli("protect", "--from", signer, "--to", receiver, "--config", template.config, stdin=body)
+            opened = gateway_cli("unprotect", "--to", receiver, "--config", template.config, stdin=packet.stdout)
+            assert opened.returncode == 0 and opened.stdout == body, opened.stderr
+            stderr = opened.stderr.decode()
+            assert ("warning:" in stderr) is warned, stderr
+            if warned:
+                assert f"names sender {HITRA}" in stderr and f"signed by {FROYA}" in stderr
+                assert "abuse:spoofing-attack" in stderr
 
     def test_gateway_unprotect_reports_spoofing_with_its_codes(self, template: World) -> None:
         """A signer that is not the claimed sender: non-zero exit, event code and transport condition on stderr."""

@@ -4,6 +4,7 @@ signature."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -305,6 +306,60 @@ class TestHostileInput:
                 answers.add((type(exc).__name__, exc.message, exc.transport_condition))
         assert {"InvalidCms", "DecryptionFailed"} <= outcomes
         assert answers == {("UnverifiedPacket", UnverifiedPacket().message, "transport:invalid-cms-pkcs")}
+
+
+class _Counting:
+    """A private key that counts its decryptions."""
+
+    def __init__(self, real: object, calls: list[int]) -> None:
+        self.real, self.calls = real, calls
+
+    def decrypt(self, *args: object) -> bytes:
+        self.calls.append(1)
+        return self.real.decrypt(*args)  # type: ignore[attr-defined, no-any-return]
+
+
+class TestBoundedWork:
+    @pytest.fixture(name="rsa_calls")
+    def _rsa_calls(self, protection: SignThenEncrypt, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+        """Every private-key decryption FROYA's keys make from now on."""
+        calls: list[int] = []
+        counted = tuple(
+            dataclasses.replace(pair, key=_Counting(pair.key, calls))  # type: ignore[arg-type]
+            for pair in protection.keys.decryptors(FROYA)
+        )
+        monkeypatch.setattr(protection.keys, "decryptors", lambda her: counted)
+        return calls
+
+    def _with_recipients(self, packet: bytes, count: int, *, spoil_key: bool = False) -> bytes:
+        """The packet with its one RecipientInfo repeated ``count`` times (its key block spoiled if asked)."""
+        info = acms.ContentInfo.load(packet)
+        enveloped = info["content"]
+        (recipient,) = list(enveloped["recipient_infos"])
+        if spoil_key:
+            key = recipient.chosen["encrypted_key"].native
+            recipient.chosen["encrypted_key"] = bytes(b ^ 0x5A for b in key)
+        enveloped["recipient_infos"] = acms.RecipientInfos([recipient.copy() for _ in range(count)])
+        return bytes(info.dump(force=True))
+
+    def test_too_many_recipients_are_refused_before_any_key_is_used(
+        self, protection: SignThenEncrypt, rsa_calls: list[int]
+    ) -> None:
+        """Item 7: a packet listing thousands of RecipientInfos costs no private-key operation."""
+        packet = self._with_recipients(protection.protect(XML, sender_her=HITRA, receiver_her=FROYA), 2000)
+        with pytest.raises(InvalidCms, match="recipients"):
+            protection.open(packet, receiver_her=FROYA, claimed_sender_her=HITRA)
+        assert rsa_calls == []
+
+    def test_each_key_is_tried_once_however_often_a_packet_names_it(
+        self, protection: SignThenEncrypt, rsa_calls: list[int]
+    ) -> None:
+        """Sixteen RecipientInfos all naming our certificate, none of them decryptable: one RSA operation."""
+        good = protection.protect(XML, sender_her=HITRA, receiver_her=FROYA)
+        packet = self._with_recipients(good, 16, spoil_key=True)
+        with pytest.raises(DecryptionFailed):
+            protection.open(packet, receiver_her=FROYA, claimed_sender_her=HITRA)
+        assert len(rsa_calls) == 1
 
 
 class TestStrangerCertificate:
