@@ -146,6 +146,28 @@ class TestOperator:
         view = await store.get(record.id)
         assert view is not None and view.message.state == MessageState.CANCELLED
 
+    @pytest.mark.parametrize("fate", ["cancelled", "dead"])
+    async def test_a_receiver_that_did_not_get_it_is_never_summarised_as_acknowledged(
+        self, store: SqliteStore, fate: str
+    ) -> None:
+        """Item 14: the copy to the legevakt acknowledged, the primary to St. Olavs cancelled by an operator
+        (or dead): the message must not read "acknowledged" - a receiver did not get it."""
+        record, _ = await store.add_message(
+            message(), [to(), NewDelivery("7103001", "COP", "local", ordered=True)], now=NOW
+        )
+        claims = {c.delivery.receiver_her: c for c in await store.claim_due(owner="w", now=NOW, limit=2, lease_s=30)}
+        copy, primary = claims["7103001"].delivery, claims["7200101"].delivery
+        await store.mark_sent(copy.id, owner="w", now=NOW + 1, reason="taken", state=DeliveryState.ACKNOWLEDGED)
+        if fate == "dead":
+            await store.mark_dead(primary.id, owner="w", now=NOW + 2, code="delivery.refused", error="refused")
+        else:
+            await store.release_leases("w", now=NOW + 2)
+            assert await store.cancel(record.id, actor="ops", now=NOW + 3) == 1
+        view = await store.get(record.id)
+        assert view is not None
+        assert {d.receiver_her: d.state for d in view.deliveries} == {"7103001": "acknowledged", "7200101": fate}
+        assert view.message.state == fate
+
     async def test_prune_drops_payload_keeps_trace(self, store: SqliteStore) -> None:
         """After the retention period a finished message loses its payload, not its metadata or trace; a dead
         letter keeps its payload (an operator may still retry it), and a pruned message cannot be retried."""

@@ -36,6 +36,9 @@ __all__ = [
 ]
 
 # The state an outbound message shows, from the states of its deliveries: the one needing attention first.
+# A message reads "acknowledged" only when every receiver acknowledged it: a delivery an operator cancelled
+# outranks the acknowledged ones (once nothing is in flight), so a sender never reads "acknowledged" for a
+# receiver that did not get it.
 _SUMMARY_ORDER = [
     DeliveryState.DEAD,
     DeliveryState.REJECTED,
@@ -43,9 +46,9 @@ _SUMMARY_ORDER = [
     DeliveryState.QUEUED,
     DeliveryState.OVERDUE,
     DeliveryState.SENT,
+    DeliveryState.CANCELLED,
     DeliveryState.ACKNOWLEDGED_WITH_ERRORS,
     DeliveryState.ACKNOWLEDGED,
-    DeliveryState.CANCELLED,
 ]
 
 
