@@ -16,6 +16,7 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
     │   ├── MissingField              T02  a field the gateway needs (MsgId, sender, receiver) is absent
     │   ├── UnsupportedMessage        T10
     │   ├── InvalidMsgId              E10
+    │   ├── ImplausibleDate           X99  a GenDate far ahead of the clock (or before 1990)
     │   ├── UnknownReceiver           E21
     │   ├── PatientNotIdentified      E36
     │   └── MetadataMismatch          E10  transport metadata disagrees with the payload (HITS 1216 §2.2.3)
@@ -61,6 +62,7 @@ __all__ = [
     "Forbidden",
     "ForbiddenMarkup",
     "GatewayError",
+    "ImplausibleDate",
     "InvalidCms",
     "InvalidMsgId",
     "KeyUnavailable",
@@ -163,6 +165,11 @@ class UnsupportedMessage(MessageError):
 class InvalidMsgId(MessageError):
     event = "message.invalid_msgid"
     apprec_code = "E10"
+
+
+class ImplausibleDate(MessageError):
+    event = "message.implausible_date"
+    apprec_code = "X99"
 
 
 class UnknownReceiver(MessageError):

@@ -12,7 +12,14 @@ __all__ = ["error_body", "iso", "message_json", "summary_json", "view_json"]
 
 
 def iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    """A stored time as ISO 8601 - or None for one no calendar holds, so that no stored value can make a
+    view fail."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, ValueError, OSError):
+        return None
 
 
 def error_body(exc: GatewayError) -> dict[str, Any]:

@@ -11,8 +11,6 @@ import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from gateway.clock import Clock
 from gateway.config import Settings
@@ -23,11 +21,11 @@ from gateway.model.envelope import Addressee, Envelope
 from gateway.registry import Party
 from gateway.retry import policy_for
 from gateway.store.base import Direction, MessageRecord, MessageState, NewDelivery, NewMessage, Store
+from gateway.validation import rules
 
-__all__ = ["Client", "OutboundPipeline", "channel_for", "gen_timestamp", "plan_deliveries"]
+__all__ = ["Client", "OutboundPipeline", "channel_for", "plan_deliveries"]
 
 log = get_logger(__name__)
-_OSLO = ZoneInfo("Europe/Oslo")
 
 
 @dataclass(frozen=True)
@@ -40,19 +38,6 @@ class Client:
 
     def may_send_for(self, her_id: str) -> bool:
         return self.senders is None or her_id in self.senders
-
-
-def gen_timestamp(gen_date: str | None) -> float | None:
-    """A GenDate as UNIX time; without a zone it is Norwegian local time."""
-    if not gen_date:
-        return None
-    try:
-        when = datetime.fromisoformat(gen_date.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_OSLO)
-    return when.timestamp()
 
 
 def channel_for(party: Party) -> str:
@@ -71,7 +56,7 @@ def plan_deliveries(
     kind = envelope.kind.name
     deadline_h = settings.receipts.deadline_by_kind.get(kind, settings.receipts.deadline_h)
     warning_h = min(settings.receipts.warning_h, deadline_h)
-    start = max(gen_timestamp(envelope.gen_date) or now, now)
+    start = max(rules.gen_timestamp(envelope.gen_date) or now, now)
     planned: list[NewDelivery] = []
     seen: set[str] = set()
     for addressee, role in receivers:
@@ -128,6 +113,7 @@ class OutboundPipeline:
             if not client.may_send_for(sender.her_id):
                 raise Forbidden(f"Client {client.name} may not send for {sender.display} (HER-id {sender.her_id}).")
             now = self.clock.now()
+            rules.check_gen_date(envelope, now=now)
             deliveries = plan_deliveries(
                 envelope, self.core, self.settings, now=now, receipts=envelope.kind.family != "apprec"
             )

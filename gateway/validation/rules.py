@@ -8,14 +8,29 @@ texts never repeat a national identity number.
 from __future__ import annotations
 
 import re
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
-from gateway.errors import InvalidMsgId, MissingField, PatientNotIdentified, UnknownReceiver
+from gateway.errors import ImplausibleDate, InvalidMsgId, MissingField, PatientNotIdentified, UnknownReceiver
 from gateway.model.envelope import Addressee, Envelope
 from gateway.model.identity import is_valid
 from gateway.model.patient import Patient
 from gateway.registry import Register
 
-__all__ = ["check_ids", "check_patient", "check_receiver", "check_sender", "is_uuid"]
+__all__ = [
+    "check_gen_date",
+    "check_ids",
+    "check_patient",
+    "check_receiver",
+    "check_sender",
+    "gen_timestamp",
+    "is_uuid",
+]
+
+_OSLO = ZoneInfo("Europe/Oslo")
+#: How far ahead of our clock a GenDate may be (clock skew between systems), and the earliest one taken.
+GEN_DATE_AHEAD_S = 24 * 3600.0
+GEN_DATE_EARLIEST = datetime(1990, 1, 1, tzinfo=_OSLO)
 
 # The canonical 8-4-4-4-12 form, and the 32-digit form without hyphens (a GUID printed "N"-style).
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$|^[0-9a-fA-F]{32}$")
@@ -36,6 +51,32 @@ def check_ids(envelope: Envelope) -> None:
         raise MissingField(f"The {envelope.kind.title} has no MsgId.")
     if not is_uuid(envelope.msg_id):
         raise InvalidMsgId(f"MsgId '{envelope.msg_id[:80]}' is not a UUID (GUID); every message needs a unique one.")
+
+
+def gen_timestamp(gen_date: str | None) -> float | None:
+    """A GenDate as UNIX time; without a zone it is Norwegian local time. None when it does not read."""
+    if not gen_date:
+        return None
+    try:
+        when = datetime.fromisoformat(gen_date.replace("Z", "+00:00"))
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=_OSLO)
+        return when.timestamp()
+    except (ValueError, OverflowError):
+        return None
+
+
+def check_gen_date(envelope: Envelope, *, now: float) -> None:
+    """A GenDate a message can be sent with: not before 1990, not more than a day ahead of our clock.
+    (Receipt deadlines count from it; a date in year 9999 would put them past what a calendar holds.)"""
+    when = gen_timestamp(envelope.gen_date)
+    if when is None:
+        return  # absent, or not a date: the schema's business
+    if when > now + GEN_DATE_AHEAD_S or when < GEN_DATE_EARLIEST.timestamp():
+        raise ImplausibleDate(
+            f"GenDate {(envelope.gen_date or '')[:40]} is not a plausible time to send a message: it must lie between "
+            f"{GEN_DATE_EARLIEST:%Y-%m-%d} and a day after now."
+        )
 
 
 def check_sender(envelope: Envelope) -> None:
