@@ -157,12 +157,21 @@ class HousekeepingSettings:
 
 @dataclass(frozen=True)
 class DropFolderSettings:
-    """A folder a local EHR drops messages into (instead of POST /v1/messages), for the senders listed."""
+    """A folder a local EHR drops messages into (instead of POST /v1/messages), for the senders listed.
+
+    ``settle_s``: a file is taken only once its size and times have not changed for this long, so one
+    written in place in several steps is not taken half-written (docs/transports.md).
+    """
 
     path: Path
     senders: tuple[str, ...] = ()
     name: str = ""
     poll_interval_s: float = 1.0
+    settle_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.settle_s < 0:
+            raise ConfigError(f"drop_folders: settle_s of {self.path} must be 0 or more.")
 
 
 @dataclass(frozen=True)

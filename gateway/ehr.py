@@ -4,6 +4,11 @@
 store until the EHR acknowledges it.) Both hand-overs are at-least-once: a folder write is atomic and a
 callback is retried until the EHR answers 2xx, so the EHR must treat the gateway message id
 (``X-Gateway-Message-Id``) as its duplicate key.
+
+The EHR's folder is shared with the EHR, so it is written as a drop folder is (adapters/folder_fs.py): a
+folder that is a symbolic link is not entered, and a file already there under the message's name is
+never overwritten - the same bytes count as delivered (a retried hand-over), anything else is a
+transport error the operator sees and the queue retries.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import re
 
 import aiohttp
 
-from adapters.folder import atomic_write
+from adapters.folder_fs import atomic_write
 from gateway.errors import NoRoute, TransportError
 from gateway.registry import Register
 from gateway.store.base import Claim
@@ -37,6 +42,8 @@ class EhrDelivery:
             name = _SAFE.sub("_", f"{claim.message.kind or 'message'}-{claim.message.id}.xml")
             try:
                 await asyncio.to_thread(atomic_write, party.folder, name, claim.payload)
+            except FileExistsError as exc:
+                raise TransportError(f"Cannot write {name} to the EHR folder {party.folder}: {exc.strerror}.") from exc
             except OSError as exc:
                 raise TransportError(f"Cannot write to the EHR folder {party.folder}: {exc.strerror or exc}.") from exc
             return

@@ -118,7 +118,8 @@ class Gateway:
         options = {**self.settings.adapters, **(self._adapter_options or {})}
         for name in sorted(names):
             context = TransportContext(
-                options=options.get(name, {}),
+                # the message cap, for adapters that must refuse a body before reading it (folder)
+                options={"max_bytes": self.settings.schemas.max_message_bytes, **options.get(name, {})},
                 data_dir=str(self.settings.data_dir),
                 send_timeout_s=self.settings.delivery.send_timeout_s,
             )
@@ -162,7 +163,14 @@ class Gateway:
                 name=folder.name or f"folder:{folder.path.name}",
                 senders=None if everyone else frozenset(folder.senders),
             )
-            watcher = FolderWatcher(folder.path, self._drop_handler(client), poll_interval_s=folder.poll_interval_s)
+            watcher = FolderWatcher(
+                folder.path,
+                self._drop_handler(client),
+                poll_interval_s=folder.poll_interval_s,
+                settle_s=folder.settle_s,
+                max_bytes=self.settings.schemas.max_message_bytes,
+                clock=self.clock,
+            )
             self._watchers.append(watcher)
             self._tasks.append(asyncio.create_task(watcher.start(), name=f"drop-folder:{folder.path}"))
 

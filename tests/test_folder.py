@@ -1,11 +1,17 @@
-"""Drop folders: atomic writes, each file taken exactly once, done/ or failed/ with a reason file."""
+"""Drop folders: atomic writes, each file taken exactly once, done/ or failed/ with a reason file.
+
+The hardening against what the other side of a shared folder may do (links, FIFOs, half-written and
+over-long files, same names twice) is in test_folder_safety.py.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +24,35 @@ from gateway.service import Gateway
 from .region import fixture_bytes, settings_for
 
 FORESPORSEL = "dialogmelding-1.1/helsefaglig-dialog-foresporsel.xml"
+
+
+def watcher(folder: Path, handler: Any, **options: Any) -> FolderWatcher:
+    """A watcher that takes a file at first sight (no quiet period) unless told otherwise."""
+    options.setdefault("settle_s", 0.0)
+    return FolderWatcher(folder, handler, **options)
+
+
+def filed(folder: Path, sub: str) -> list[tuple[str, Path, str]]:
+    """What is in done/ or failed/: (original name, the file, its .id or .reason.txt), by original name.
+
+    Files there have gateway-made names; the file beside each one says which dropped file it was.
+    """
+    sidecar = ".id" if sub == "done" else ".reason.txt"
+    found = []
+    for note in (folder / sub).glob(f"*{sidecar}"):
+        text = note.read_text(encoding="utf-8")
+        original = re.search(r"^original name: (.*)$", text, re.M)
+        assert original, text
+        stem = note.name.removesuffix(sidecar)
+        [body] = [p for p in (folder / sub).iterdir() if p.name.startswith(stem) and p != note and p.suffix != ".json"]
+        found.append((original[1], body, text))
+    return sorted(found, key=lambda entry: (entry[0], entry[1].name))
+
+
+def filed_as(folder: Path, sub: str, original: str) -> tuple[Path, str]:
+    """The one file in done/ or failed/ that was dropped as ``original``, and its .id or reason text."""
+    [(_, body, text)] = [entry for entry in filed(folder, sub) if entry[0] == original]
+    return body, text
 
 
 class TestFolderAdapter:
@@ -51,13 +86,15 @@ class TestFolderAdapter:
 
         for i in range(20):
             atomic_write(tmp_path, f"f{i:02}.xml", b"bad" if i == 7 else b"<ok/>")
-        a, b = FolderWatcher(tmp_path, handler), FolderWatcher(tmp_path, handler)
+        a, b = watcher(tmp_path, handler), watcher(tmp_path, handler)
         await asyncio.gather(a.scan(), b.scan())
         assert sorted(seen) == [f"f{i:02}" for i in range(20)]
         assert len(list((tmp_path / "done").glob("*.xml"))) == 19
-        assert (tmp_path / "failed" / "f07.xml").exists()
-        assert (tmp_path / "failed" / "f07.xml.reason.txt").read_text().startswith("T01")
-        assert (tmp_path / "done" / "f00.xml.id").read_text().strip() == "ref-f00"
+        body, reason = filed_as(tmp_path, "failed", "f07.xml")
+        assert body.suffix == ".xml" and body.read_bytes() == b"bad" and reason.startswith("T01")
+        body, ident = filed_as(tmp_path, "done", "f00.xml")
+        assert body.read_bytes() == b"<ok/>" and ident.splitlines()[0] == "ref-f00"
+        assert not list((tmp_path / "processing").iterdir())
 
     async def test_temporary_problem_leaves_the_file_for_later(self, tmp_path: Path) -> None:
         """A file whose handling must wait goes back to the folder, and files left in processing/ come back."""
@@ -66,12 +103,12 @@ class TestFolderAdapter:
             return InboundResult(False, retry_later=True)
 
         atomic_write(tmp_path, "a.xml", b"<a/>")
-        watcher = FolderWatcher(tmp_path, later)
-        assert await watcher.scan() == 0 and (tmp_path / "a.xml").exists()
+        folder = watcher(tmp_path, later)
+        assert await folder.scan() == 0 and (tmp_path / "a.xml").read_bytes() == b"<a/>"
         (tmp_path / "a.xml").rename(tmp_path / "processing" / "a.xml")  # as a killed process would leave it
-        await watcher.start()
-        await watcher.stop()
-        assert (tmp_path / "a.xml").exists()
+        await folder.start()
+        await folder.stop()
+        assert (tmp_path / "a.xml").exists() and not list((tmp_path / "processing").iterdir())
 
 
 class TestDropFolderSubmission:
@@ -80,20 +117,20 @@ class TestDropFolderSubmission:
         drop = tmp_path / "drop-hitra"
         settings = settings_for(tmp_path / "data", security={"protection": "none"})
         settings = dataclasses.replace(
-            settings, drop_folders=(DropFolderSettings(drop, ("7100201",), "hitra-folder", 0.05),)
+            settings, drop_folders=(DropFolderSettings(drop, ("7100201",), "hitra-folder", 0.05, settle_s=0.1),)
         )
         atomic_write(drop, "foresporsel.xml", fixture_bytes(FORESPORSEL))
         atomic_write(drop, "broken.xml", fixture_bytes("broken/bad-msgid.xml"))
         async with Gateway(settings) as gateway:
             gateway.start_background()
-            for _ in range(100):
-                if len(list((drop / "done").glob("*.xml"))) + len(list((drop / "failed").glob("*.xml"))) == 2:
+            for _ in range(1200):  # outcomes, not timing: a generous bound for a busy machine
+                if len(list((drop / "done").glob("*.id"))) + len(list((drop / "failed").glob("*.reason.txt"))) == 2:
                     break
                 await asyncio.sleep(0.05)
-            reference = (drop / "done" / "foresporsel.xml.id").read_text().strip()
-            view = await gateway.store.get(reference)
+            _body, ident = filed_as(drop, "done", "foresporsel.xml")
+            view = await gateway.store.get(ident.splitlines()[0])
             assert view is not None and view.message.client == "hitra-folder"
-        assert (drop / "failed" / "broken.xml.reason.txt").read_text().startswith("E10")
+        assert filed_as(drop, "failed", "broken.xml")[1].startswith("E10")
 
 
 class TestBadFiles:
@@ -105,9 +142,11 @@ class TestBadFiles:
 
         atomic_write(tmp_path, "p.json", b"{not json")
         atomic_write(tmp_path, "p.msg", b"x")
-        assert await FolderWatcher(tmp_path, handler).scan() == 1
-        assert (tmp_path / "failed" / "p.msg").exists() and not list((tmp_path / "processing").iterdir())
-        assert "unreadable packet metadata" in (tmp_path / "failed" / "p.msg.reason.txt").read_text()
+        assert await watcher(tmp_path, handler).scan() == 1
+        body, reason = filed_as(tmp_path, "failed", "p.msg")
+        assert body.suffix == ".msg" and body.with_suffix(".json").read_bytes() == b"{not json"
+        assert not list((tmp_path / "processing").iterdir())
+        assert "unreadable packet metadata" in reason and "metadata: p.json" in reason
 
     async def test_handler_crash_puts_the_file_back(self, tmp_path: Path) -> None:
         """An unexpected failure while handling a file returns it to the folder for the next scan."""
@@ -116,7 +155,7 @@ class TestBadFiles:
             raise RuntimeError("boom")
 
         atomic_write(tmp_path, "a.xml", b"<a/>")
-        assert await FolderWatcher(tmp_path, handler).scan() == 0
+        assert await watcher(tmp_path, handler).scan() == 0
         assert (tmp_path / "a.xml").exists()
 
     async def test_drop_folder_must_name_its_senders(self, tmp_path: Path) -> None:
