@@ -1,10 +1,11 @@
 """Configuration: TOML -> frozen dataclasses, one per concern, with defaults written on the fields.
 
 Paths in a config file are relative to that file; paths of things the gateway makes itself (store, PKI,
-dev token) are relative to the data directory. Unknown keys are errors, so a typo never silently falls
-back to a default. Environment variables override a few deployment settings (docs/configuration.md):
+dev token) are relative to the data directory. The one exception is the default config inside an installed
+package (:func:`load_settings`). Unknown keys are errors, so a typo never silently falls back to a default.
+Environment variables override a few deployment settings (docs/configuration.md):
 
-    GATEWAY_CONFIG            the config file (default: config/gateway.toml of this checkout)
+    GATEWAY_CONFIG            the config file (default: config/gateway.toml, shipped with the package)
     GATEWAY_DATA_DIR          [gateway] data_dir
     GATEWAY_HOST, GATEWAY_PORT  [api] host / port
     GATEWAY_SCHEMAS_BUNDLE    [schemas] bundle
@@ -43,14 +44,29 @@ __all__ = [
     "TokenSettings",
     "default_config_path",
     "load_settings",
+    "resource_dir",
 ]
 
-#: The checkout (or installed tree) this package lives in: where config/ and schemas/ are found.
+#: The checkout this package lives in, when it lives in one (tests find ``../shared`` and ``fixtures/`` from
+#: here). Installed, this is site-packages: what the gateway reads at run time is found by :func:`resource_dir`.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Where an installed package keeps the files it ships (pyproject.toml maps ``config/`` and ``schemas/`` here).
+_PACKAGED = Path(__file__).resolve().parent / "resources"
+
+
+def resource_dir(name: Literal["config", "schemas"]) -> Path:
+    """A folder the gateway ships: ``config`` (default config, SiO register) or ``schemas`` (catalog, own XSDs).
+
+    Package data in ``gateway/resources/`` of an installed package (a wheel, ``pip install .``); in a checkout,
+    whose editable install copies nothing, the top-level folder of that name.
+    """
+    packaged = _PACKAGED / name
+    return packaged if packaged.is_dir() else PROJECT_ROOT / name
 
 
 def default_config_path() -> Path:
-    return Path(os.environ.get("GATEWAY_CONFIG") or PROJECT_ROOT / "config" / "gateway.toml")
+    return Path(os.environ.get("GATEWAY_CONFIG") or resource_dir("config") / "gateway.toml")
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,7 @@ class ApiSettings:
 @dataclass(frozen=True)
 class SchemaSettings:
     bundle: Path | None = None
-    catalog: Path = PROJECT_ROOT / "schemas" / "catalog.toml"
+    catalog: Path = resource_dir("schemas") / "catalog.toml"
     max_message_bytes: int = DEFAULT_MAX_BYTES
 
 
@@ -210,7 +226,13 @@ def load_settings(
     data_dir: Path | str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Read a config file (default: ``config/gateway.toml``) and apply environment overrides."""
+    """Read a config file (default: ``config/gateway.toml``) and apply environment overrides.
+
+    The default config inside an installed package sits in site-packages, where no gateway keeps its data and
+    no schema bundle lies beside it: read from there, its data dir is ``var`` of the working directory and it
+    has no bundle, unless GATEWAY_DATA_DIR / GATEWAY_SCHEMAS_BUNDLE (relative to the working directory) or
+    ``data_dir`` say otherwise. In a checkout the same file keeps its own relative paths.
+    """
     env = os.environ if environ is None else environ
     source = Path(path) if path else default_config_path()
     try:
@@ -220,6 +242,11 @@ def load_settings(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"Config file {source} is not valid TOML: {exc}.") from None
     _apply_env(raw, env)
+    if source.resolve().is_relative_to(_PACKAGED):
+        cwd = Path.cwd()
+        raw.setdefault("gateway", {})["data_dir"] = str(cwd / (env.get("GATEWAY_DATA_DIR") or "var"))
+        bundle = env.get("GATEWAY_SCHEMAS_BUNDLE")
+        raw.setdefault("schemas", {})["bundle"] = str(cwd / bundle) if bundle else ""
     base = source.resolve().parent
     settings = _build(Settings, raw, "", base)
     gw = settings.gateway

@@ -21,14 +21,15 @@ from typing import Any
 
 from lxml import etree
 
+from gateway.config import resource_dir
 from gateway.errors import ConfigError, SchemaInvalid
 from gateway.model.kinds import Catalog, MessageKind
 from gateway.xml import ParsedDocument
 
 __all__ = ["OWN_SCHEMAS", "SchemaSet"]
 
-#: The project's own XSDs (MsgHead envelope, AppRec 1.0/1.1).
-OWN_SCHEMAS = Path(__file__).resolve().parent.parent.parent / "schemas"
+#: The project's own XSDs (MsgHead envelope, AppRec 1.0/1.1), shipped with the package.
+OWN_SCHEMAS = resource_dir("schemas")
 
 _XS = "http://www.w3.org/2001/XMLSchema"
 _XML_NS = "http://www.w3.org/XML/1998/namespace"
