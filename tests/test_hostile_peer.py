@@ -83,7 +83,7 @@ def block_pair_variants(packet: bytes) -> list[bytes]:
     blocks = [packet[i : i + 16] for i in range(start, end, 16)]
     variants = []
     for i in range(1, len(blocks) - 1, max(1, len(blocks) // 24)):
-        moved = b"".join(blocks[:-2] + [blocks[i - 1], blocks[i]])
+        moved = b"".join([*blocks[:-2], blocks[i - 1], blocks[i]])
         variants.append(packet[:start] + moved + packet[end:])
     for offset in range(start, end, max(16, (end - start) // 24)):
         for bit in (0x01, 0x10):
