@@ -16,6 +16,7 @@ under the entry-point group ``gateway.adapters``::
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -65,21 +66,42 @@ class Packet:
 
     @classmethod
     def from_headers(cls, body: bytes, headers: Mapping[str, str], *, destination: str = "") -> Packet:
-        """Rebuild a packet from its headers; a missing or malformed field raises ``ValueError``."""
+        """Rebuild a packet from its headers; a missing or malformed field raises ``ValueError`` whose
+        message names the field and what it must be, never the value that was sent."""
         missing = [h for h in ("X-Message-Id", "X-From-Her-Id", "X-To-Her-Id", "Content-Type") if not headers.get(h)]
         if missing:
             raise ValueError(f"missing transport metadata: {', '.join(missing)}")
-        stamp = headers.get("X-Application-Timestamp")
+        stamp = _field(headers, "X-Application-Timestamp", _TIMESTAMP, "an ISO 8601 time")
+        try:
+            when = datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
+        except ValueError:
+            raise ValueError("X-Application-Timestamp must be an ISO 8601 time.") from None
         return cls(
             body=body,
-            message_id=headers["X-Message-Id"],
-            from_her=headers["X-From-Her-Id"].strip(),
-            to_her=headers["X-To-Her-Id"].strip(),
-            content_type=headers["Content-Type"],
-            subject=headers.get("X-Subject", ""),
-            application_timestamp=datetime.fromisoformat(stamp) if stamp else datetime.now(UTC),
+            message_id=_field(headers, "X-Message-Id", _MESSAGE_ID, "1 to 128 visible ASCII characters"),
+            from_her=_field(headers, "X-From-Her-Id", _HER_ID, "a HER-id: 1 to 12 digits").strip(" \t"),
+            to_her=_field(headers, "X-To-Her-Id", _HER_ID, "a HER-id: 1 to 12 digits").strip(" \t"),
+            content_type=_field(headers, "Content-Type", _CONTENT_TYPE, "a media type of at most 200 characters"),
+            subject=_field(headers, "X-Subject", _SUBJECT, "at most 128 visible ASCII characters"),
+            application_timestamp=when,
             destination=destination,
         )
+
+
+# What each transport header may hold (HITS 1216's AMQP properties, bounded): a value outside its pattern
+# is refused, so nothing unbounded or unprintable reaches the store, a log line or a trace.
+_HER_ID = re.compile(r"[ \t]*[0-9]{1,12}[ \t]*")
+_MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,128}")
+_SUBJECT = re.compile(r"[\x20-\x7e]{0,128}")
+_CONTENT_TYPE = re.compile(r"[\x20-\x7e]{1,200}")
+_TIMESTAMP = re.compile(r"[0-9T:+\-.Z ]{0,64}")
+
+
+def _field(headers: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str:
+    value = headers.get(name) or ""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"{name} must be {what}.")
+    return value
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ __all__ = [
     "DropFolderSettings",
     "GatewaySettings",
     "HousekeepingSettings",
+    "LimitsSettings",
     "LogSettings",
     "ReceiptSettings",
     "RetrySettings",
@@ -172,6 +173,27 @@ class HousekeepingSettings:
 
 
 @dataclass(frozen=True)
+class LimitsSettings:
+    """What the HTTP service lets clients hold: time, concurrency and header size (docs/api.md, Limits)."""
+
+    body_read_timeout_s: float = 30.0  # a request's body must arrive within this (else 408)
+    idle_timeout_s: float = 30.0  # an idle keep-alive connection, or unfinished request headers, is closed
+    max_concurrent_requests: int = 64  # requests read and handled at once, all clients together
+    max_body_bytes_in_flight: int = 64 * 1024 * 1024  # declared body bytes read and handled at once
+    max_concurrent_per_client: int = 32  # per token name, or per peer address without a token (else 429)
+    queue_wait_s: float = 2.0  # how long a request waits for a free slot before 503
+    retry_after_s: int = 2  # the Retry-After of a 429 or 503
+    max_header_bytes: int = 8190  # one request line, header name or header value
+    max_headers: int = 64
+    health_timeout_s: float = 2.0  # /healthz: the worker threads and the store must answer within this
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if not getattr(self, f.name) > 0:
+                raise ConfigError(f"limits.{f.name} must be greater than 0.")
+
+
+@dataclass(frozen=True)
 class DropFolderSettings:
     """A folder a local EHR drops messages into (instead of POST /v1/messages), for the senders listed.
 
@@ -203,6 +225,7 @@ class Settings:
     security: SecuritySettings = SecuritySettings()
     receipts: ReceiptSettings = ReceiptSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
+    limits: LimitsSettings = LimitsSettings()
     adapters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     drop_folders: tuple[DropFolderSettings, ...] = ()
     source: Path | None = None

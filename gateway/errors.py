@@ -39,6 +39,9 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
     │       └── NoRoute               no adapter/endpoint for the receiver
     ├── RequestError                  an API call that cannot be served (HTTP 4xx)
     │   ├── Unauthorized, Forbidden, NotFound, Conflict, BadRequest
+    │   └── Refusal                   a limit of the HTTP service (gateway/api/limits.py)
+    │       ├── TooManyRequests, Busy, ReadTimeout, UnsupportedEncoding, BadBody
+    │       └── ClientGone            the client left before its body arrived
     ├── ConfigError                   the configuration or register is unusable
     ├── UnexpectedError               retryable: an exception that is not ours, wrapped (a bug)
     └── StoreError                    the store failed (retryable)
@@ -46,15 +49,18 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 __all__ = [
+    "BadBody",
     "BadRequest",
+    "Busy",
     "CertificateExpired",
     "CertificateInvalid",
     "CertificateKeyUsage",
     "CertificateRevoked",
     "CertificateUntrusted",
+    "ClientGone",
     "ConfigError",
     "Conflict",
     "DecryptionFailed",
@@ -75,6 +81,8 @@ __all__ = [
     "NotWellFormed",
     "PatientNotIdentified",
     "PermanentDeliveryError",
+    "ReadTimeout",
+    "Refusal",
     "RequestError",
     "RevocationUnavailable",
     "SchemaInvalid",
@@ -82,11 +90,13 @@ __all__ = [
     "SignatureInvalid",
     "SpoofingDetected",
     "StoreError",
+    "TooManyRequests",
     "TransportError",
     "Unauthorized",
     "UnexpectedError",
     "UnknownReceiver",
     "UnreadableEncoding",
+    "UnsupportedEncoding",
     "UnsupportedMessage",
     "UnverifiedPacket",
     "all_error_classes",
@@ -359,6 +369,55 @@ class NotFound(RequestError):
 class Conflict(RequestError):
     event = "api.conflict"
     http_status = 409
+
+
+class Refusal(RequestError):
+    """A request refused by a limit of the HTTP service, or whose body did not arrive whole. Logged as one
+    line at ``level`` (never with a traceback or anything the client sent), answered with ``headers()``."""
+
+    level: ClassVar[Literal["info", "warning"]] = "warning"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
+
+
+class TooManyRequests(Refusal):
+    event = "api.too_many_requests"
+    http_status = 429
+
+
+class Busy(Refusal):
+    event = "api.busy"
+    http_status = 503
+    retryable = True
+
+
+class ReadTimeout(Refusal):
+    event = "api.read_timeout"
+    http_status = 408
+
+
+class UnsupportedEncoding(Refusal):
+    event = "api.unsupported_encoding"
+    http_status = 415
+
+    def headers(self) -> dict[str, str]:
+        return {"Accept-Encoding": "identity"}  # RFC 7694: what the client may use instead
+
+
+class BadBody(Refusal):
+    event = "api.bad_body"
+
+
+class ClientGone(Refusal):
+    """The client closed the connection before its body arrived: nobody is left to answer."""
+
+    event = "api.client_disconnected"
+    level = "info"
 
 
 class ConfigError(GatewayError):

@@ -11,7 +11,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from adapters.base import Packet
-from gateway.log import configure, redact
+from gateway.log import MAX_ITEMS, MAX_STRING, bound, configure, redact
 
 from .region import ADMIN, fixture_bytes, region
 
@@ -66,3 +66,30 @@ class TestNoPersonalDataInLogs:
         assert "13894512345" not in line["note"] and line["payload"] == "[redacted]"
         assert line["message_id"] == "533dc50329384157b4498ccef9d9718d"  # hex ids are not national ids
         assert redact(None, "info", {"name": "Kari"})["name"] == "[redacted]"
+
+    def test_every_value_is_bounded(self) -> None:
+        """A megabyte HER-id, a long list, a huge traceback: the rendered line stays small, says what was cut,
+        and a national id is redacted whole before anything is cut."""
+        stream = io.StringIO()
+        configure(fmt="json", stream=stream)
+        try:
+            structlog.get_logger("t").warning(
+                "message.refused",
+                code="x",
+                sender="7" * 1_000_000,
+                receivers=[str(i) for i in range(1000)],
+                note="x" * (MAX_STRING - 8) + " 13894512345",
+                nested={"deep": "y" * 10_000},
+            )
+        finally:
+            structlog.reset_defaults()
+        text = stream.getvalue()
+        line = json.loads(text)
+        assert len(text) < 20_000
+        assert line["sender"] == "7" * MAX_STRING + f"…[+{1_000_000 - MAX_STRING} chars]"
+        assert len(line["receivers"]) == MAX_ITEMS + 1 and line["receivers"][-1] == f"…[+{1000 - MAX_ITEMS} items]"
+        assert "1389451" not in line["note"] and len(line["nested"]["deep"]) < MAX_STRING + 20
+        traceback = "Traceback\n" + "frame\n" * 100_000 + "ValueError: the end"
+        cut = bound(None, "error", {"event": "e", "exception": traceback, "short": "ok", "n": 3})
+        assert cut["exception"].startswith("Traceback") and cut["exception"].endswith("ValueError: the end")
+        assert len(cut["exception"]) < 9000 and (cut["short"], cut["n"]) == ("ok", 3)

@@ -5,6 +5,7 @@ Every action is recorded in the trace of each message it touches, with the clien
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 from aiohttp import web
@@ -20,12 +21,26 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
+#: A route is a receiver HER-id: digits only, as the register writes them.
+_ROUTE = re.compile(r"[0-9]{1,12}")
+
 
 def admin_of(request: web.Request) -> Client:
     client = client_of(request)
     if not client.admin:
         raise Forbidden(f"Client {client.name} has no admin rights.")
     return client
+
+
+def route_of(value: str) -> str:
+    """A route name from the path or a query parameter; anything but a HER-id is refused unrepeated."""
+    if not _ROUTE.fullmatch(value):
+        raise BadRequest("A route is a receiver HER-id: 1 to 12 digits.")
+    return value
+
+
+def _route_filter(value: str | None) -> str | None:
+    return route_of(value) if value else None
 
 
 def _since(value: str | None) -> float | None:
@@ -44,7 +59,7 @@ async def queue(request: web.Request) -> web.Response:
     q = request.query
     page = await request.app[GATEWAY].store.list_messages(
         state=q.get("state") or None,
-        route=q.get("route") or None,
+        route=_route_filter(q.get("route")),
         direction=q.get("direction") or None,
         kind=q.get("kind") or None,
         since=_since(q.get("since")),
@@ -78,7 +93,7 @@ async def retry(request: web.Request) -> web.Response:
 async def retry_dead(request: web.Request) -> web.Response:
     client = admin_of(request)
     gateway = request.app[GATEWAY]
-    route = request.query.get("route") or None
+    route = _route_filter(request.query.get("route"))
     count = await gateway.store.retry_dead(
         route=route, actor=client.name, now=gateway.clock.now(), ttl_s=ttls(gateway.settings.retry)
     )
@@ -97,18 +112,20 @@ async def cancel(request: web.Request) -> web.Response:
 @routes.post("/v1/admin/routes/{route}/pause")
 async def pause(request: web.Request) -> web.Response:
     client = admin_of(request)
+    route = route_of(request.match_info["route"])
     gateway = request.app[GATEWAY]
-    await gateway.store.pause(request.match_info["route"], actor=client.name, now=gateway.clock.now())
-    return web.json_response({"route": request.match_info["route"], "paused": True})
+    await gateway.store.pause(route, actor=client.name, now=gateway.clock.now())
+    return web.json_response({"route": route, "paused": True})
 
 
 @routes.post("/v1/admin/routes/{route}/resume")
 async def resume(request: web.Request) -> web.Response:
     client = admin_of(request)
+    route = route_of(request.match_info["route"])
     gateway = request.app[GATEWAY]
-    await gateway.store.resume(request.match_info["route"], actor=client.name, now=gateway.clock.now())
+    await gateway.store.resume(route, actor=client.name, now=gateway.clock.now())
     gateway.worker.notify()
-    return web.json_response({"route": request.match_info["route"], "paused": False})
+    return web.json_response({"route": route, "paused": False})
 
 
 @routes.get("/v1/admin/routes")
@@ -134,3 +151,4 @@ async def route_list(request: web.Request) -> web.Response:
             }
         )
     return web.json_response({"items": items})
+

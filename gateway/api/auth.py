@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +22,9 @@ from gateway.pipeline.outbound import Client
 from gateway.store.base import MessageRecord
 
 __all__ = ["Authenticator", "dev_token", "may_see", "require_party"]
+
+#: What a bearer token may be: visible ASCII (RFC 6750's b64token and more), of a sane length.
+_TOKEN = re.compile(r"[\x21-\x7e]{1,512}")
 
 
 class Authenticator:
@@ -40,9 +44,13 @@ class Authenticator:
         return cls(entries)
 
     def client(self, authorization: str | None) -> Client:
+        """The client whose token ``authorization`` carries. A refusal never repeats what was sent."""
         if not authorization or not authorization.startswith("Bearer "):
             raise Unauthorized("Send the API token as 'Authorization: Bearer <token>'.")
-        digest = hashlib.sha256(authorization.removeprefix("Bearer ").strip().encode()).hexdigest()
+        token = authorization.removeprefix("Bearer ").strip()
+        if not _TOKEN.fullmatch(token):  # not a token anyone was given: no hashing of odd bytes
+            raise Unauthorized("The API token is not known to this gateway.")
+        digest = hashlib.sha256(token.encode("ascii")).hexdigest()
         for known, client in self._by_digest:
             if hmac.compare_digest(known, digest):
                 return client

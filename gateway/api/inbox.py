@@ -4,6 +4,7 @@ receipts - says what the AppRec is to be."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -19,13 +20,18 @@ __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
+_HER_ID = re.compile(r"[0-9]{1,12}")
+#: An AppRec verdict is a few hundred bytes; the body of one is refused past this.
+MAX_APPREC_BYTES = 64 * 1024
+MAX_APPREC_ERRORS = 100
+
 
 @routes.get("/v1/inbox")
 async def inbox(request: web.Request) -> web.Response:
     client = client_of(request)
     receiver = request.query.get("receiver", "")
-    if not receiver:
-        raise BadRequest("Say whose inbox: /v1/inbox?receiver=<HER-id>.")
+    if not _HER_ID.fullmatch(receiver):
+        raise BadRequest("Say whose inbox: /v1/inbox?receiver=<HER-id> (1 to 12 digits).")
     require_party(client, receiver)
     items = await request.app[GATEWAY].store.inbox(receiver)
     return web.json_response({"items": [message_json(m) for m in items]})
@@ -61,8 +67,11 @@ async def ack(request: web.Request) -> web.Response:
 async def apprec(request: web.Request) -> web.Response:
     """``{"status": 1|2|3, "errors": [{"code": "E35", "text": "..."}]}``: the EHR's verdict."""
     client, view = await _received(request)
+    raw = await request.read()
+    if len(raw) > MAX_APPREC_BYTES:
+        raise BadRequest(f"An AppRec verdict is at most {MAX_APPREC_BYTES} bytes of JSON.")
     try:
-        body = json.loads(await request.read() or b"{}")
+        body = json.loads(raw or b"{}")
         status = str(body["status"])
         errors = tuple(AppRecError(str(e["code"]).upper(), str(e.get("text", ""))) for e in body.get("errors", []))
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -71,9 +80,11 @@ async def apprec(request: web.Request) -> web.Response:
         raise BadRequest("status must be 1 (OK), 2 (Avvist) or 3 (OK, feil i delmelding).")
     if status != "1" and not errors:
         raise BadRequest(f"An AppRec with status {status} needs at least one error.")
-    unknown = [e.code for e in errors if e.code not in ERROR_TEXTS]
+    if len(errors) > MAX_APPREC_ERRORS:
+        raise BadRequest(f"An AppRec carries at most {MAX_APPREC_ERRORS} errors.")
+    unknown = [e.code[:8] for e in errors if e.code not in ERROR_TEXTS]
     if unknown:
-        raise BadRequest(f"Unknown AppRec error code(s) {', '.join(unknown)} (code system 8221).")
+        raise BadRequest(f"Unknown AppRec error code(s) {', '.join(unknown[:5])} (code system 8221).")
     gateway = request.app[GATEWAY]
     apprec_id = await gateway.receipts.ehr_decides(view.message.id, status=status, errors=errors, actor=client.name)
     gateway.worker.notify()

@@ -1,8 +1,6 @@
-"""``/v1/messages``: hand a message in, follow it, fetch its document; and ``/healthz``."""
+"""``/v1/messages``: hand a message in, follow it, fetch its document (``/healthz`` is in health.py)."""
 
 from __future__ import annotations
-
-import time
 
 from aiohttp import web
 
@@ -15,7 +13,6 @@ from gateway.pipeline.outbound import Client
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
-_STARTED = time.time()
 
 
 def client_of(request: web.Request) -> Client:
@@ -97,18 +94,3 @@ async def document(request: web.Request) -> web.Response:
     if payload is None:
         raise NotFound(f"The document of message {view.message.id} has been pruned after the retention period.")
     return web.Response(body=payload, content_type="application/xml")
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    gateway = request.app[GATEWAY]
-    counts = await gateway.store.counts()
-    return web.json_response(
-        {
-            "status": "ok",
-            "name": gateway.settings.gateway.name,
-            "uptime_s": round(time.time() - _STARTED, 1),
-            "queue": {k.removeprefix("deliveries."): v for k, v in counts.items() if k.startswith("deliveries.")},
-            "unchecked_kinds": gateway.core.unchecked_kinds(),
-        }
-    )

@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.app import create_app
+from gateway.api.server import app_runner
 from gateway.config import Settings, load_settings
 from gateway.log import configure, get_logger
 from gateway.service import Gateway
@@ -62,7 +63,7 @@ def _announce(settings: Settings) -> Any:
 async def serve(settings: Settings) -> int:
     gateway = Gateway(settings)
     app = create_app(gateway, announce=_announce(settings))
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    runner = app_runner(app)  # the [limits] on headers and idle connections, JSON for bad HTTP
     await runner.setup()
     site = web.TCPSite(runner, settings.api.host, settings.api.port)
     await site.start()
