@@ -255,3 +255,16 @@ class TestTransportReceiverMismatch:
 def test_fixture_patient_is_synthetic() -> None:
     """The id this module looks for in logs is the fixture's synthetic one (month + 80)."""
     assert 81 <= int(PATIENT_ID[2:4]) <= 92 and PATIENT_ID.encode() in fixture_bytes(SVARRAPPORT)
+
+
+async def test_operators_see_refusals_with_their_cause(peers: Peers) -> None:
+    """GET /v1/admin/refusals: the cause the peer was not told, the claimed sender, the digest - no bytes."""
+    forged = peers.packet(fixture_bytes(SVARRAPPORT), sender="7200101")
+    await peers.post(forged)
+    token = (peers.hub.settings.data_dir / "dev-token").read_text().strip()
+    async with peers.client.get("/v1/admin/refusals", headers={"Authorization": f"Bearer {token}"}) as response:
+        assert response.status == 200
+        (item,) = (await response.json())["items"]
+    assert item["cause"] == "security.spoofing_attack" and item["claimed_sender"] == LAB
+    assert item["sha256"] == hashlib.sha256(forged).hexdigest() and item["size"] == len(forged)
+    assert not {"payload", "body", "content"} & set(item)

@@ -5,6 +5,7 @@ Every action is recorded in the trace of each message it touches, with the clien
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime
 
@@ -152,3 +153,15 @@ async def route_list(request: web.Request) -> web.Response:
         )
     return web.json_response({"items": items})
 
+
+@routes.get("/v1/admin/refusals")
+async def refusals(request: web.Request) -> web.Response:
+    """Packets refused at the transport, newest first: metadata, the cause and a digest - never the bytes."""
+    admin_of(request)
+    limit = page_limit(request.query.get("limit"), default=100, most=1000)
+    before = request.query.get("before")
+    if before is not None and not before.isdigit():
+        raise BadRequest("before must be the id of a refusal (a whole number).")
+    found = await request.app[GATEWAY].store.refusals(limit=limit, before=int(before) if before else None)
+    items = [{**dataclasses.asdict(r), "at": iso(r.at)} for r in found]
+    return web.json_response({"items": items, "next_before": found[-1].id if len(found) == limit else None})
