@@ -125,7 +125,7 @@ class InboundResult:
             condition=error.transport_condition,
             code=error.apprec_code,
             event=error.event,
-            message=error.message,
+            message=error.public,
             reference=reference,
         )
 

@@ -153,6 +153,7 @@ class SecuritySettings:
     crl_refresh_s: float = 3600.0
     crl_timeout_s: float = 10.0
     allow_3des: bool = False
+    unverified_answer_s: float = 0.25  # a packet that does not verify is answered no sooner (no timing oracle)
 
 
 @dataclass(frozen=True)

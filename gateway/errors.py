@@ -111,10 +111,14 @@ class GatewayError(Exception):
     apprec_code: ClassVar[str | None] = None
     transport_condition: ClassVar[str | None] = None
     http_status: ClassVar[int] = 500
+    #: what a peer is told instead of ``message`` when the class has fixed words for it
+    public_text: ClassVar[str | None] = None
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, public: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        #: the words for a peer (an AppRec's text, a transport refusal): no file path, no local detail
+        self.public = public or self.public_text or message
 
     def describe(self) -> dict[str, str | None]:
         """The public shape of the error: KITH code, stable event code and the plain-words message."""
@@ -214,6 +218,9 @@ class SecurityError(GatewayError):
     http_status = 422
     #: a coarse cause in fixed words for the log (never anything read from decrypted bytes)
     reason: str = ""
+    #: raised after a private key was used on the packet: before its signature verified, what failed
+    #: then must not be told apart, not even in the log (it would tell a good CBC padding from a bad one)
+    key_used: bool = False
 
 
 class UnverifiedPacket(SecurityError):
@@ -267,6 +274,7 @@ class CertificateRevoked(SecurityError):
 class RevocationUnavailable(SecurityError):
     """The revocation status cannot be had now; the message waits and is tried again."""
 
+    public_text = "The revocation status of the signer's certificate cannot be had now; try again later."
     event = "security.revocation_offline"
     retryable = True
     apprec_code = None
@@ -292,6 +300,7 @@ class KeyUnavailable(SecurityError):
     """This gateway lacks a key or certificate it needs. Nothing is wrong with the message: it waits
     (and the peer keeps its packet) while an operator puts the key in place."""
 
+    public_text = "This gateway cannot open packets for that receiver now; keep the packet and try again later."
     event = "security.key_unavailable"
     retryable = True
     apprec_code = None
@@ -302,6 +311,8 @@ class KeyUnavailable(SecurityError):
 class SpoofingDetected(SecurityError):
     """The signer is not the sender the message or its transport metadata claims."""
 
+    #: the party whose registered certificate verifiably made the signature, when one did
+    signed_by: str | None = None
     event = "security.spoofing_attack"
     apprec_code = None
     transport_condition = "abuse:spoofing-attack"
@@ -428,11 +439,13 @@ class UnexpectedError(GatewayError):
     """An exception that is not the gateway's own: a bug or a library's surprise. Retried, never told to
     a sender, and logged with its traceback."""
 
+    public_text = "This gateway could not take the packet now; try again later."
     event = "gateway.unexpected"
     retryable = True
 
 
 class StoreError(GatewayError):
+    public_text = "This gateway cannot store the packet now; try again later."
     event = "store.error"
     retryable = True
     http_status = 503

@@ -7,6 +7,7 @@ play both the honest peer and - through CBC's malleability - the attacker who ho
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import os
@@ -136,6 +137,25 @@ class TestNoDecryptionOracle:
         status, _ = await peers.post(captured)
         assert status == 202 and all(data == original for data in judged)
 
+    async def test_an_unverified_packet_is_answered_no_sooner_than_the_floor(self, tmp_path: Path) -> None:
+        """A bad padding fails at once, a good one after a parse and a signature check: both answers wait
+        for ``security.unverified_answer_s``, so their timing does not tell them apart. (A lower bound only:
+        a slow machine makes it longer, never shorter.)"""
+        hub, stolav, _network, _pki = build(tmp_path, unverified_answer_s=0.3)
+        async with stolav, hub:
+            captured = stolav.protection.protect(fixture_bytes(SVARRAPPORT), sender_her=LAB, receiver_her=GP)
+            start, end = _ciphertext_span(captured)
+            bad_padding = captured[: end - 17] + bytes([captured[end - 17] ^ 0x01]) + captured[end - 16 :]
+            garbled = captured[: start + 160] + bytes([captured[start + 160] ^ 0x10]) + captured[start + 161 :]
+            loop = asyncio.get_running_loop()
+            for packet in (bad_padding, garbled, b"not CMS at all"):
+                began = loop.time()
+                result = await hub.receive(Packet(packet, "t", LAB, GP, "application/pkcs7-mime", ""), via="memory")
+                assert result.event == "security.unverified_packet"
+                assert loop.time() - began >= 0.3
+            honest = await hub.receive(Packet(captured, "t", LAB, GP, "application/pkcs7-mime", ""), via="memory")
+            assert honest.accepted
+
     async def test_decryption_failure_and_bad_signature_answer_alike(self, peers: Peers) -> None:
         """A packet for someone else, garbage, a self-signed forgery and a signature by another party: one answer."""
         body = fixture_bytes(SVARRAPPORT)
@@ -233,6 +253,28 @@ class TestTransportReceiverMismatch:
             apprec_id = next(t.detail["apprec_message_id"] for t in view.trace if t.event == "apprec.queued")
             apprec = await hub.store.payload(apprec_id)
             assert apprec is not None and b'V="E10"' in apprec and b'V="E21"' not in apprec
+
+    async def test_a_resend_under_wrong_metadata_cannot_keep_the_real_one_out(self, tmp_path: Path) -> None:
+        """Whoever holds the signed message (a copy receiver) re-sends it to the GP under a wrong transport
+        receiver before St. Olavs' own packet arrives: that copy is answered E10, and St. Olavs' packet is
+        still received and reaches the GP's inbox. The other way round, the late wrong copy is a duplicate:
+        no second AppRec tells St. Olavs its message was refused."""
+        hub, stolav, _network, _pki = build(tmp_path)
+        async with stolav, hub:
+            signed_for_gp = stolav.protection.protect(fixture_bytes(EPIKRISE), sender_her="7200101", receiver_her=GP)
+
+            def packet(to_her: str) -> Packet:
+                return Packet(signed_for_gp, str(uuid.uuid4()), "7200101", to_her, "application/pkcs7-mime", "")
+
+            wrong = await hub.receive(packet("7999999"), via="memory")
+            assert wrong.accepted and wrong.code == "E10"
+            real = await hub.receive(packet(GP), via="memory")
+            assert real.accepted and real.code is None and real.reference != wrong.reference
+            assert [m.id for m in await hub.store.inbox(GP)] == [real.reference]
+            late = await hub.receive(packet("7200102"), via="memory")
+            assert late.reference == real.reference  # the duplicate of the good one
+            apprecs = await hub.store.list_messages(direction="out", kind="apprec-1.1", limit=10)
+            assert len(apprecs.items) == 2  # E10 for the wrong copy, OK for the real one - none for the late copy
 
     async def test_copy_receiver_named_by_the_transport_is_plainly_ours(self, tmp_path: Path) -> None:
         """The copy to Frøya's home care (7100101), addressed to it by the transport: received, answered OK as COP."""

@@ -27,14 +27,21 @@ from .region import ADMIN, fixture_bytes, settings_for, shared_pki
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs -> GP, copy to Frøya
 
 
-def build(tmp_path: Path) -> tuple[Gateway, Gateway, MemoryNetwork, Path]:
+def build(tmp_path: Path, *, unverified_answer_s: float = 0.0) -> tuple[Gateway, Gateway, MemoryNetwork, Path]:
+    """The hub and St. Olavs over the memory adapter with CMS on (unverified packets answered at once,
+    unless a test is about that floor)."""
     base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
     pki = shared_pki(tmp_path, base)
     hub_reg, st_reg = mirror_regions(
         base, hub_endpoint="memory://hub", stolav_endpoint="memory://stolav", adapter="memory", pki=pki
     )
     network = MemoryNetwork()
-    security: dict[str, Any] = {"protection": "cms", "trust_anchors": (pki / "ca.crt",), "crls": (str(pki / "ca.crl"),)}
+    security: dict[str, Any] = {
+        "protection": "cms",
+        "trust_anchors": (pki / "ca.crt",),
+        "crls": (str(pki / "ca.crl"),),
+        "unverified_answer_s": unverified_answer_s,
+    }
     clock = ManualClock()
     hub = Gateway(
         settings_for(tmp_path / "hub", security=security),

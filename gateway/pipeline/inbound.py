@@ -29,7 +29,14 @@ from datetime import UTC, datetime
 from adapters.base import InboundResult, Packet
 from gateway.clock import Clock
 from gateway.core import Core
-from gateway.errors import GatewayError, MetadataMismatch, SecurityError, SpoofingDetected, UnknownReceiver
+from gateway.errors import (
+    GatewayError,
+    MetadataMismatch,
+    SecurityError,
+    SpoofingDetected,
+    UnknownReceiver,
+    UnverifiedPacket,
+)
 from gateway.log import get_logger
 from gateway.model.envelope import Addressee, Envelope
 from gateway.pipeline.receipts import Receipts, addressee_of
@@ -62,7 +69,19 @@ class InboundPipeline:
         self.clock = clock
 
     async def receive(self, packet: Packet, *, via: str, local: bool = False) -> InboundResult:
-        """Handle one packet from a transport (``local``: handed over inside the hub, not protected)."""
+        """Handle one packet from a transport (``local``: handed over inside the hub, not protected).
+
+        A packet that does not verify is answered no sooner than ``security.unverified_answer_s`` after it
+        arrived: the work done on it differs with how far it got (a padding that fails at once, or a parse
+        and a signature check), and the answer must not tell which by its timing."""
+        started = asyncio.get_running_loop().time()
+        result = await self._receive_or_refuse(packet, via=via, local=local)
+        if result.event == UnverifiedPacket.event:
+            floor = self.core.settings.security.unverified_answer_s
+            await asyncio.sleep(max(0.0, started + floor - asyncio.get_running_loop().time()))
+        return result
+
+    async def _receive_or_refuse(self, packet: Packet, *, via: str, local: bool) -> InboundResult:
         try:
             return await self._receive(packet, via=via, local=local)
         except GatewayError as exc:  # a temporary problem on our side (CRL offline, store busy): peer keeps it
@@ -117,7 +136,10 @@ class InboundPipeline:
             return await self.receipts.take_apprec(
                 envelope, judgement, content, via=via, now=now, error=error, sender=sender, receiver=party
             )
-        return await self._store(packet, via, envelope, judgement, content, now, answering, role, sender, party, error)
+        on_packet = error is not None and error is not judgement.error
+        return await self._store(
+            packet, via, envelope, judgement, content, now, answering, role, sender, party, error, on_packet
+        )
 
     def _addressed(
         self, envelope: Envelope, to_her: str
@@ -180,8 +202,20 @@ class InboundPipeline:
         sender: Party,
         party: Party,
         error: GatewayError | None,
+        on_packet: bool,
     ) -> InboundResult:
+        """Store a received message with its AppRec. A verdict on the packet rather than on the signed
+        content (``on_packet``: the transport named another receiver, or the trust path of the signer came
+        out wrong with the certificates this packet carried) must not take the duplicate key a correct copy
+        of the same message needs: whoever re-sends a signed message under wrong metadata must not be able to
+        keep the real one from the inbox. Such a record is a duplicate of an earlier good one, never the
+        other way round."""
         sender_her, receiver_her = sender.her_id, party.her_id
+        duplicate_of: tuple[str, ...]
+        key = f"in|{sender_her}|{envelope.msg_id}|{receiver_her}" if envelope.msg_id else None
+        dedupe_key, duplicate_of = key, ()
+        if key is not None and error is not None and on_packet:
+            dedupe_key, duplicate_of = f"{key}|{error.event}", (key,)
         message_id = uuid.uuid4().hex
         state = MessageState.REJECTED if error is not None else MessageState.RECEIVED
         deliveries = [] if error is not None else [self._ehr_delivery(party)]
@@ -199,7 +233,8 @@ class InboundPipeline:
             state=state,
             payload=content,
             client=via,
-            dedupe_key=f"in|{sender_her}|{envelope.msg_id}|{receiver_her}" if envelope.msg_id else None,
+            dedupe_key=dedupe_key,
+            duplicate_of=duplicate_of,
             conversation_ref=envelope.conversation.ref_to_conversation if envelope.conversation else None,
             gen_date=envelope.gen_date,
             error_code=error.apprec_code if error else None,

@@ -73,7 +73,7 @@ class Receipts:
             return []
         errors: list[AppRecError] = []
         if error is not None:
-            errors.append(AppRecError(error.apprec_code or "X99", error.message))
+            errors.append(AppRecError(error.apprec_code or "X99", error.public))
             if isinstance(error, PatientNotIdentified):
                 errors += [AppRecError(code, text) for code, text in error.details]
         status = "2" if errors else "1"

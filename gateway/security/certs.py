@@ -95,9 +95,11 @@ class CertRef:
         return describe(self)
 
 
-def describe(ref: CertRef) -> str:
-    """The words an operator needs to find a certificate: subject, serial, issuer and source."""
-    return f"certificate subject={ref.subject!r} serial={ref.serial} issuer={ref.issuer!r} ({ref.source})"
+def describe(ref: CertRef, *, source: bool = True) -> str:
+    """The words an operator needs to find a certificate: subject, serial, issuer and source (a peer is
+    told the same without the source, a file path of ours)."""
+    where = f" ({ref.source})" if source else ""
+    return f"certificate subject={ref.subject!r} serial={ref.serial} issuer={ref.issuer!r}{where}"
 
 
 def load_certificates_file(path: Path) -> list[CertRef]:

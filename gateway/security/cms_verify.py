@@ -26,6 +26,7 @@ Two rules shape this module:
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,15 @@ MAX_RECIPIENTS = 16
 #: More certificates embedded in the SignedData than this is refused (the profile embeds the signer's).
 MAX_CERTIFICATES = 8
 
+# Byte budgets checked on the raw encoding *before* a list is parsed (counting its items parses them all):
+# generous for real RSA-4096 recipients and certificates, far below what a flood of empty items needs.
+_MAX_RECIPIENT_BYTES = 4096
+_MAX_CERTIFICATE_BYTES = 16384
+_MAX_SIGNER_INFOS_BYTES = 16384
+#: A certificate's issuer name as a packet names it; a longer one is refused before it is compared (the
+#: RFC 5280 comparison prepares strings in pure Python, so a huge name is CPU an attacker gets for free).
+_MAX_NAME_BYTES = 1024
+
 _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
     "sha224": hashes.SHA224,
@@ -85,10 +95,11 @@ _RSA_SIGNATURES = {
 }
 
 
-def decryption_failed(receiver: str, reason: str) -> DecryptionFailed:
-    """The one decryption error: the same words whatever went wrong; ``reason`` (coarse, for the log) too."""
+def decryption_failed(receiver: str, reason: str, *, key_used: bool = True) -> DecryptionFailed:
+    """The one decryption error: the same words whatever went wrong; ``reason`` (coarse, for the log and
+    the tools) too, and whether a private key had been used on the packet by then."""
     error = DecryptionFailed(f"The message could not be decrypted for receiver {receiver}.")
-    error.reason = reason
+    error.reason, error.key_used = reason, key_used
     return error
 
 
@@ -106,8 +117,14 @@ class _Identifier:
     @classmethod
     def of(cls, choice: Any) -> _Identifier:
         if choice.name == "issuer_and_serial_number":
-            return cls(issuer=choice.chosen["issuer"], serial=choice.chosen["serial_number"].native)
-        return cls(key_id=choice.chosen.native)
+            issuer = choice.chosen["issuer"]
+            if len(issuer.contents or b"") > _MAX_NAME_BYTES:
+                raise InvalidCms(f"A certificate is named by an issuer of more than {_MAX_NAME_BYTES} bytes.")
+            return cls(issuer=issuer, serial=choice.chosen["serial_number"].native)
+        key_id = choice.chosen.native
+        if not isinstance(key_id, bytes) or len(key_id) > 64:
+            raise InvalidCms("A certificate is named by a subject key identifier of more than 64 bytes.")
+        return cls(key_id=key_id)
 
     def identifies(self, cert: x509.Certificate) -> bool:
         try:
@@ -164,8 +181,8 @@ def _parse_envelope(packet: bytes) -> _Envelope:
         algorithm = content["content_encryption_algorithm"]
         params = algorithm["parameters"].native
         infos = enveloped["recipient_infos"]
-        if len(infos) > MAX_RECIPIENTS:
-            raise InvalidCms(f"The EnvelopedData lists {len(infos)} recipients; at most {MAX_RECIPIENTS} are read.")
+        if len(infos.contents or b"") > MAX_RECIPIENTS * _MAX_RECIPIENT_BYTES or len(infos) > MAX_RECIPIENTS:
+            raise InvalidCms(f"The EnvelopedData lists more recipients than the {MAX_RECIPIENTS} read.")
         return _Envelope(
             algorithm=algorithm["algorithm"].dotted,
             iv=params if isinstance(params, bytes) else b"",
@@ -207,6 +224,15 @@ def _cipher(env: _Envelope, allow_3des: bool) -> tuple[Callable[[bytes], BlockCi
 
 def _key_transport(recipient: _Recipient) -> padding.AsymmetricPadding:
     """PKCS#1 v1.5 or OAEP (with its hash, MGF1 hash and label); InvalidCms for anything else."""
+    try:
+        return _padding_of(recipient)
+    except InvalidCms:
+        raise
+    except Exception:  # parameters of a shape nobody writes: not of the profile
+        raise InvalidCms("The key transport parameters do not read.") from None
+
+
+def _padding_of(recipient: _Recipient) -> padding.AsymmetricPadding:
     if recipient.transport == _RSA_PKCS1:
         return padding.PKCS1v15()
     if recipient.transport == _RSA_OAEP:
@@ -231,26 +257,33 @@ def decrypt(
 ) -> tuple[bytes, KeyPair]:
     """The plaintext of an EnvelopedData packet and the key pair that opened it.
 
-    Raises InvalidCms for a packet that is not of the profile (checked before any key is used), and
-    DecryptionFailed - one message for every cause - for everything after. Each of our keys is tried at
-    most once, with the first RecipientInfo that names its certificate.
+    Exactly one RecipientInfo must name exactly one of ``keys``; that is settled before any private-key
+    operation, and then one key transport and one content decryption are made, whatever their outcome.
+    (Trying another key after a bad padding would let the padding steer how much work is done - a timing
+    oracle - and let a packet listing many of our certificates buy many RSA operations.)
+
+    Raises InvalidCms for a packet that is not of the profile, DecryptionFailed "no recipient" when no
+    single key of ours is named (both before any key is used), and DecryptionFailed - one message - for
+    every failure after.
     """
     env = _parse_envelope(packet)
     cipher, key_length = _cipher(env, allow_3des)
-    candidates = []
-    for pair in keys:
-        recipient = next((r for r in env.recipients if r.rid.identifies(pair.ref.cert)), None)
-        if recipient is not None:
-            candidates.append((recipient, pair, _key_transport(recipient)))
-    for recipient, pair, transport in candidates:
-        try:
-            content_key = pair.key.decrypt(recipient.encrypted_key, transport)
-            if len(content_key) == key_length:
-                return _decrypt_content(cipher(content_key), env), pair
-        except Exception:  # noqa: S112 - whatever the cause, it must look like every other failure (no oracle)
-            continue
-    reason = "no recipient for our keys" if not candidates else "key transport or content decryption failed"
-    raise decryption_failed(receiver, reason)
+    named = [(r, pair) for r in env.recipients for pair in keys if r.rid.identifies(pair.ref.cert)]
+    if len(named) != 1:
+        reason = "no recipient for our keys" if not named else "more than one recipient names our keys"
+        raise decryption_failed(receiver, reason, key_used=False)
+    ((recipient, pair),) = named
+    transport = _key_transport(recipient)
+    try:
+        content_key = pair.key.decrypt(recipient.encrypted_key, transport)
+    except Exception:  # OAEP refuses a bad block by raising: carry on with a key that fails like any other
+        content_key = b""
+    if len(content_key) != key_length:  # (PKCS#1 v1.5 decrypts with implicit rejection: a random "key")
+        content_key = os.urandom(key_length)
+    try:
+        return _decrypt_content(cipher(content_key), env), pair
+    except Exception:  # whatever the cause, it must look like every other failure (no oracle)
+        raise decryption_failed(receiver, "key transport or content decryption failed") from None
 
 
 def _decrypt_content(algorithm: BlockCipherAlgorithm, env: _Envelope) -> bytes:
@@ -308,12 +341,15 @@ def _parse_signed(data: bytes) -> _Signed:
         content = encap["content"].native
         if not isinstance(content, bytes):
             raise InvalidCms("The SignedData is detached; the profile embeds the content.")
-        if len(signed["signer_infos"]) != 1:
+        signer_infos = signed["signer_infos"]
+        if len(signer_infos.contents or b"") > _MAX_SIGNER_INFOS_BYTES or len(signer_infos) != 1:
             raise InvalidCms("The SignedData has more or fewer signers than the one of the profile.")
-        embedded = [c for c in (signed["certificates"] or []) if c.name == "certificate"]
-        if len(embedded) > MAX_CERTIFICATES:
+        certificates = signed["certificates"]
+        raw = certificates.contents if certificates else b""
+        if len(raw or b"") > MAX_CERTIFICATES * _MAX_CERTIFICATE_BYTES or len(certificates or []) > MAX_CERTIFICATES:
             raise InvalidCms(f"The SignedData embeds more than {MAX_CERTIFICATES} certificates.")
-        signer_info = signed["signer_infos"][0]
+        embedded = [c for c in (certificates or []) if c.name == "certificate"]
+        signer_info = signer_infos[0]
         attrs = signer_info["signed_attrs"]
         values = {a["type"].dotted: a["values"] for a in attrs} if attrs else {}
         return _Signed(

@@ -159,9 +159,10 @@ class CrlCache:
         revoked = crl.get_revoked_certificate_by_serial_number(ref.cert.serial_number)
         if revoked is None:
             return
+        said = f"is revoked since {revoked.revocation_date_utc:%Y-%m-%d %H:%M} UTC{_reason(revoked)}"
         raise CertificateRevoked(
-            f"The {describe(ref)} is revoked since {revoked.revocation_date_utc:%Y-%m-%d %H:%M} UTC"
-            f"{_reason(revoked)}, according to the CRL from {source}."
+            f"The {describe(ref)} {said}, according to the CRL from {source}.",
+            public=f"The {describe(ref, source=False)} {said}, according to its issuer's CRL.",
         )
 
     def _current(

@@ -129,16 +129,26 @@ class SignThenEncrypt:
         self, packet: bytes, *, receiver_her: str, claimed_sender_her: str, at: datetime | None = None
     ) -> Verified:
         """What a peer's packet gets: :meth:`open`, with every failure before a verified signature turned
-        into the one :class:`UnverifiedPacket` (its cause kept on it for the log, not for the peer).
+        into the one :class:`UnverifiedPacket`. Its cause is kept on it for the log - and once a private key
+        has been used on the packet, that cause is one and the same too, unless another party's registered
+        certificate verifiably made the signature (which no tampering with ciphertext can bring about).
         Temporary problems on our side (a missing key, a CRL out of reach) stay what they are."""
+        unverified = UnverifiedPacket()
         try:
             return self.open(packet, receiver_her=receiver_her, claimed_sender_her=claimed_sender_her, at=at)
         except SecurityError as exc:
             if exc.retryable:
                 raise
-            unverified = UnverifiedPacket()
-            unverified.cause, unverified.reason = exc.event, exc.reason or exc.event
-            raise unverified from None
+            if isinstance(exc, SpoofingDetected) and exc.signed_by:
+                unverified.cause, unverified.reason = exc.event, f"signed by party {exc.signed_by}"
+            elif exc.key_used:
+                unverified.cause, unverified.reason = unverified.event, "it did not decrypt and verify"
+            else:
+                unverified.cause, unverified.reason = exc.event, exc.reason or exc.event
+        except Exception:  # hostile input that a parser below did not expect: a bug, but no answer to tell
+            log.exception("security.unexpected", code="security.unexpected", receiver=receiver_her)
+            unverified.cause, unverified.reason = "gateway.unexpected", "an unexpected error while opening it"
+        raise unverified
 
     def open(
         self, packet: bytes, *, receiver_her: str, claimed_sender_her: str, at: datetime | None = None
@@ -159,10 +169,14 @@ class SignThenEncrypt:
             signed = cms_verify.verify(inner, signers=[registered])
         except InvalidCms:  # garbage after decryption: as any other decryption failure (no padding oracle)
             raise cms_verify.decryption_failed(receiver_her, "the decrypted content is not a SignedData") from None
-        except SpoofingDetected:
-            self._log_spoofing(inner, claimed_sender_her, receiver_her)
+        except SpoofingDetected as exc:
+            exc.signed_by = self._signed_by_another(inner, claimed_sender_her, receiver_her)
+            exc.key_used = True
             raise
-        return self._verified(signed, claimed_sender_her, used.previous, utc(at))
+        except SecurityError as exc:
+            exc.key_used = True
+            raise
+        return self._verified(signed, claimed_sender_her, used, utc(at))
 
     def identify(self, packet: bytes, *, receiver_her: str, at: datetime | None = None) -> Verified:
         """Like :meth:`open`, for tools that have no claimed sender: the sender is the party whose
@@ -171,17 +185,17 @@ class SignThenEncrypt:
         signed = cms_verify.verify(inner, signers=self.keys.signing_certs())
         owner = self.keys.owner_of_signing_cert(signed.signer)
         assert owner is not None  # every certificate offered is a party's
-        return self._verified(signed, owner, used.previous, utc(at))
+        return self._verified(signed, owner, used, utc(at))
 
     def _decrypt(self, packet: bytes, receiver_her: str) -> tuple[bytes, KeyPair]:
         keys = self.keys.decryptors(receiver_her)
-        inner, used = cms_verify.decrypt(packet, keys, receiver=receiver_her, allow_3des=self.allow_3des)
-        if used.previous:
-            log.info("security.previous_key_used", code="security.previous_key_used", receiver=receiver_her)
-        return inner, used
+        return cms_verify.decrypt(packet, keys, receiver=receiver_her, allow_3des=self.allow_3des)
 
-    def _verified(self, signed: cms_verify.SignedContent, signer_her: str, previous: bool, at: datetime) -> Verified:
+    def _verified(self, signed: cms_verify.SignedContent, signer_her: str, used: KeyPair, at: datetime) -> Verified:
         """The opened packet, with the trust verdict on its (verified) signer certificate."""
+        if used.previous:  # said only now: before the signature verified, it would tell a good padding
+            log.info("security.previous_key_used", code="security.previous_key_used", signer=signer_her)
+        previous = used.previous
         untrusted = None
         try:
             self.trust.validate(signed.signer, purpose="sign", at=at, intermediates=signed.certificates)
@@ -192,13 +206,15 @@ class SignThenEncrypt:
         ref = signed.signer
         return Verified(signed.content, signer_her, ref.subject, ref.serial, ref.issuer, previous, untrusted)
 
-    def _log_spoofing(self, inner: bytes, claimed: str, receiver: str) -> None:
-        """A signature by a certificate that is not the claimed sender's: find out, from the register
-        only, whether another party made it - what an operator needs to know about an attempt."""
+    def _signed_by_another(self, inner: bytes, claimed: str, receiver: str) -> str | None:
+        """Whether another party's registered certificate verifiably made the signature - and if so, which
+        party (logged at error level: someone poses as ``claimed``). Decided from the register only; the
+        packet's own certificates are never believed."""
         try:
-            owner = self.keys.owner_of_signing_cert(cms_verify.verify(inner, signers=self.keys.signing_certs()).signer)
+            signer = cms_verify.verify(inner, signers=self.keys.signing_certs()).signer
         except SecurityError:
-            owner = None
+            return None
+        owner = self.keys.owner_of_signing_cert(signer)
         log.error(
             "security.spoofing_attack",
             code="security.spoofing_attack",
@@ -206,6 +222,7 @@ class SignThenEncrypt:
             receiver=receiver,
             signed_by_party=owner,
         )
+        return owner
 
     # --- operations --------------------------------------------------------------------------------
 

@@ -45,14 +45,11 @@ _USAGE_WORDS = {
 def check_validity(ref: CertRef, at: datetime) -> None:
     """Raise CertificateExpired unless ``at`` lies within the certificate's validity period."""
     if at < ref.not_before:
-        raise CertificateExpired(
-            f"The {describe(ref)} is not valid yet: valid from {ref.not_before:%Y-%m-%d %H:%M} UTC, "
-            f"checked at {at:%Y-%m-%d %H:%M} UTC."
-        )
+        said = f"is not valid yet: valid from {ref.not_before:%Y-%m-%d %H:%M} UTC, checked at {at:%Y-%m-%d %H:%M} UTC."
+        raise CertificateExpired(f"The {describe(ref)} {said}", public=f"The {describe(ref, source=False)} {said}")
     if at > ref.not_after:
-        raise CertificateExpired(
-            f"The {describe(ref)} expired at {ref.not_after:%Y-%m-%d %H:%M} UTC (checked at {at:%Y-%m-%d %H:%M} UTC)."
-        )
+        said = f"expired at {ref.not_after:%Y-%m-%d %H:%M} UTC (checked at {at:%Y-%m-%d %H:%M} UTC)."
+        raise CertificateExpired(f"The {describe(ref)} {said}", public=f"The {describe(ref, source=False)} {said}")
 
 
 def check_key_usage(ref: CertRef, purpose: Purpose) -> None:
@@ -60,14 +57,14 @@ def check_key_usage(ref: CertRef, purpose: Purpose) -> None:
     try:
         usage = ref.cert.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
+        said = f"has no key usage extension; {_USAGE_WORDS[purpose]} is required."
         raise CertificateKeyUsage(
-            f"The {describe(ref)} has no key usage extension; {_USAGE_WORDS[purpose]} is required."
+            f"The {describe(ref)} {said}", public=f"The {describe(ref, source=False)} {said}"
         ) from None
     allowed = usage.digital_signature or usage.content_commitment if purpose == "sign" else usage.key_encipherment
     if not allowed:
-        raise CertificateKeyUsage(
-            f"The {describe(ref)} does not allow {_USAGE_WORDS[purpose]}; its key usage is {_usage_names(usage)}."
-        )
+        said = f"does not allow {_USAGE_WORDS[purpose]}; its key usage is {_usage_names(usage)}."
+        raise CertificateKeyUsage(f"The {describe(ref)} {said}", public=f"The {describe(ref, source=False)} {said}")
 
 
 def _usage_names(usage: x509.KeyUsage) -> str:
@@ -131,7 +128,10 @@ class TrustValidator:
 
     def _chain(self, ref: CertRef, intermediates: Sequence[CertRef], at: datetime) -> list[CertRef]:
         if self._store is None:
-            raise CertificateUntrusted(f"The {describe(ref)} cannot be trusted: no trust anchors are configured.")
+            raise CertificateUntrusted(
+                f"The {describe(ref)} cannot be trusted: no trust anchors are configured.",
+                public=f"The {describe(ref, source=False)} does not chain to a trusted issuer here.",
+            )
         verifier = (
             PolicyBuilder()
             .store(self._store)
@@ -144,7 +144,8 @@ class TrustValidator:
         except VerificationError as exc:
             anchors = "; ".join(f"{a.subject!r} ({a.source})" for a in self._anchors.values())
             raise CertificateUntrusted(
-                f"The {describe(ref)} does not chain to a trust anchor: {_reason(exc)}. Trust anchors: {anchors}."
+                f"The {describe(ref)} does not chain to a trust anchor: {_reason(exc)}. Trust anchors: {anchors}.",
+                public=f"The {describe(ref, source=False)} does not chain to a trusted issuer here.",
             ) from None
         known = {**{i.fingerprint: i for i in intermediates}, **self._anchors}
         chain = [ref]

@@ -112,6 +112,8 @@ class NewMessage:
     apprec_of: str | None = None  # for an AppRec we emit: the id of the message it answers
     reason: str = ""  # first trace line
     detail: dict[str, Any] = field(default_factory=dict)
+    #: other dedupe keys whose holder this message is a duplicate of (without taking them), looked up first
+    duplicate_of: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -159,10 +159,13 @@ def trace_entry(row: sqlite3.Row) -> TraceEntry:
 
 
 def take_duplicate(db: sqlite3.Connection, m: NewMessage, now: float) -> MessageRecord | None:
-    """The message already stored under ``m``'s dedupe key (counted and traced), or None."""
-    if m.dedupe_key is None:
-        return None
-    row = db.execute("SELECT * FROM messages WHERE dedupe_key = ?", (m.dedupe_key,)).fetchone()
+    """The message already stored under one of ``m``'s ``duplicate_of`` keys or its own dedupe key, in that
+    order (counted and traced), or None."""
+    row = None
+    for key in (*m.duplicate_of, *((m.dedupe_key,) if m.dedupe_key else ())):
+        row = db.execute("SELECT * FROM messages WHERE dedupe_key = ?", (key,)).fetchone()
+        if row is not None:
+            break
     if row is None:
         return None
     db.execute("UPDATE messages SET duplicates = duplicates + 1, updated_at = ? WHERE id = ?", (now, row["id"]))

@@ -126,6 +126,15 @@ class _Compiled:
         return reasons
 
 
+#: Documents with more elements than this are explained by lxml's error lines alone: xmlschema walks the
+#: whole tree in pure Python (a million elements took 40 s), which nobody should be able to ask for.
+MAX_EXPLAINED_ELEMENTS = 20000
+
+
+def _explainable(doc: ParsedDocument) -> bool:
+    return not any(i >= MAX_EXPLAINED_ELEMENTS for i, _ in enumerate(doc.root.iter()))
+
+
 _QUALIFIED = re.compile(r"\{[^}]*\}")
 _PREFIXED = re.compile(r"'[A-Za-z_][\w.-]*:([A-Za-z_][\w.-]*)'")
 
@@ -174,5 +183,5 @@ class SchemaSet:
         errors = compiled.errors(doc)
         if errors is None:
             return True
-        reasons = compiled.explain(doc) or errors
+        reasons = (compiled.explain(doc) if _explainable(doc) else []) or errors
         raise SchemaInvalid(f"The {kind.title} does not validate against its schema: " + " | ".join(reasons))

@@ -4,12 +4,15 @@ signature."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from asn1crypto import cms as acms
+from asn1crypto import core
+from asn1crypto import x509 as ax509
 from structlog.testing import capture_logs
 
 from gateway.errors import (
@@ -24,7 +27,7 @@ from gateway.errors import (
     SpoofingDetected,
     UnverifiedPacket,
 )
-from gateway.security import SignThenEncrypt
+from gateway.security import SignThenEncrypt, cms_verify
 from gateway.security.certs import CertRef
 from gateway.security.cms import encrypt, sign
 from gateway.security.devpki import ENCRYPTION_USAGE, DevCa, party_subject, revoke, write_certificate
@@ -132,17 +135,26 @@ class TestDecryption:
         """Decryption failures, a garbled block whose padding survived, a signature that does not verify,
         a signer that is not the claimed sender, not CMS at all: the peer cannot tell them apart (telling
         decryption from signature failures apart is itself a padding oracle). The cause is kept apart."""
-        answers, causes = set(), set()
+        answers, causes = set(), {}
         for name, packet in _hostile_packets(protection, template).items():
             with pytest.raises(UnverifiedPacket) as caught:
                 protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=HITRA)
             error = caught.value
             answers.add((error.message, error.event, error.transport_condition, error.apprec_code, error.http_status))
-            causes.add(error.cause)
+            causes[name] = (error.cause, error.reason)
             assert not hasattr(error, "content"), name
         assert len(answers) == 1, answers
-        assert {"security.decryption_failed", "security.invalid_cms", "security.signature_invalid",
-                "security.spoofing_attack"} <= causes  # fmt: skip
+        # what an operator reads: before any key is used, what was wrong with the packet as sent ...
+        assert causes["not CMS at all"][0] == causes["truncated"][0] == "security.invalid_cms"
+        assert causes["wrong recipient"] == ("security.decryption_failed", "no recipient for our keys")
+        # ... a signature another party's registered certificate verifiably made ...
+        assert causes["signed by another party"] == ("security.spoofing_attack", f"signed by party {FROYA}")
+        # ... and once a key was used, one cause whatever failed: a log reader learns no padding bit either
+        after_key = {causes[name] for name in (
+            "bad key transport", "garbled content block", "bad padding", "garbage after decryption",
+            "signed by a stranger", "signature over other content",
+        )}  # fmt: skip
+        assert after_key == {("security.unverified_packet", "it did not decrypt and verify")}
 
     def test_a_claimed_sender_without_certificate_costs_no_private_key_operation(
         self, protection: SignThenEncrypt, monkeypatch: pytest.MonkeyPatch
@@ -322,13 +334,18 @@ class _Counting:
 class TestBoundedWork:
     @pytest.fixture(name="rsa_calls")
     def _rsa_calls(self, protection: SignThenEncrypt, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-        """Every private-key decryption FROYA's keys make from now on."""
+        """Every private-key decryption our keys make from now on (FROYA's for FROYA, every local party's
+        for a receiver that is none of ours)."""
         calls: list[int] = []
-        counted = tuple(
-            dataclasses.replace(pair, key=_Counting(pair.key, calls))  # type: ignore[arg-type]
-            for pair in protection.keys.decryptors(FROYA)
-        )
-        monkeypatch.setattr(protection.keys, "decryptors", lambda her: counted)
+        real = protection.keys.decryptors
+
+        def counted(her: str) -> tuple[KeyPair, ...]:
+            return tuple(
+                dataclasses.replace(pair, key=_Counting(pair.key, calls))  # type: ignore[arg-type]
+                for pair in real(her)
+            )
+
+        monkeypatch.setattr(protection.keys, "decryptors", counted)
         return calls
 
     def _with_recipients(self, packet: bytes, count: int, *, spoil_key: bool = False) -> bytes:
@@ -351,15 +368,92 @@ class TestBoundedWork:
             protection.open(packet, receiver_her=FROYA, claimed_sender_her=HITRA)
         assert rsa_calls == []
 
-    def test_each_key_is_tried_once_however_often_a_packet_names_it(
+    def test_a_packet_naming_our_keys_more_than_once_costs_no_key_operation(
         self, protection: SignThenEncrypt, rsa_calls: list[int]
     ) -> None:
-        """Sixteen RecipientInfos all naming our certificate, none of them decryptable: one RSA operation."""
+        """Sixteen RecipientInfos all naming our certificate: which key to use is not one question with one
+        answer, so the packet is refused before any RSA operation (trying one after another would let the
+        padding decide how much work is done)."""
         good = protection.protect(XML, sender_her=HITRA, receiver_her=FROYA)
         packet = self._with_recipients(good, 16, spoil_key=True)
-        with pytest.raises(DecryptionFailed):
+        with pytest.raises(DecryptionFailed) as caught:
             protection.open(packet, receiver_her=FROYA, claimed_sender_her=HITRA)
-        assert len(rsa_calls) == 1
+        assert caught.value.reason == "more than one recipient names our keys"
+        assert rsa_calls == []
+
+    def test_good_and_bad_padding_cost_the_same_operations(
+        self, protection: SignThenEncrypt, rsa_calls: list[int], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A captured packet whose last block is replaced so that the padding is good, and one where it is
+        bad: one key transport and one content decryption each - the padding never steers the work."""
+        aes_calls: list[int] = []
+        real = cms_verify._decrypt_content
+
+        def counted(*args: object) -> bytes:
+            aes_calls.append(1)
+            return real(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(cms_verify, "_decrypt_content", counted)
+        good = protection.protect(XML, sender_her=HITRA, receiver_her=FROYA)
+        info = acms.ContentInfo.load(good)
+        ciphertext = info["content"]["encrypted_content_info"]["encrypted_content"].native
+        last = good.find(ciphertext) + len(ciphertext) - 17
+        bad_padding = good[:last] + bytes([good[last] ^ 0x01]) + good[last + 1 :]
+        # and the probe's amplifier: a second RecipientInfo naming another local party's certificate, sent
+        # to a receiver that is none of ours so that every local key is a candidate
+        other = acms.ContentInfo.load(protection.protect(XML, sender_her=HITRA, receiver_her=HITRA))
+        extra = other["content"]["recipient_infos"][0]
+        work = {}
+        for name, packet, receiver in (
+            ("good", good, FROYA),
+            ("bad padding", bad_padding, FROYA),
+            ("good, two of our keys named", self._add_recipient(good, extra), "7999999"),
+            ("bad padding, two of our keys named", self._add_recipient(bad_padding, extra), "7999999"),
+        ):
+            rsa_calls.clear()
+            aes_calls.clear()
+            with contextlib.suppress(DecryptionFailed):
+                protection.open(packet, receiver_her=receiver, claimed_sender_her=HITRA)
+            work[name] = (len(rsa_calls), len(aes_calls))
+        assert work["good"] == work["bad padding"] == (1, 1)
+        assert work["good, two of our keys named"] == work["bad padding, two of our keys named"] == (0, 0)
+
+    def test_odd_key_transport_parameters_are_not_cms_not_a_crash(self, protection: SignThenEncrypt) -> None:
+        """OAEP whose mask generation names an unknown function with an INTEGER parameter: InvalidCms for the
+        tools, the one answer for a peer - never an unknown exception (which a transport answers 500)."""
+        info = acms.ContentInfo.load(protection.protect(XML, sender_her=HITRA, receiver_her=FROYA))
+        recipient = info["content"]["recipient_infos"][0].chosen
+        recipient["key_encryption_algorithm"] = acms.KeyEncryptionAlgorithm(
+            {
+                "algorithm": "rsaes_oaep",
+                "parameters": {"mask_gen_algorithm": {"algorithm": "1.2.3.4", "parameters": core.Integer(5)}},
+            }
+        )
+        packet = bytes(info.dump(force=True))
+        with pytest.raises(InvalidCms):
+            protection.open(packet, receiver_her=FROYA, claimed_sender_her=HITRA)
+        with pytest.raises(UnverifiedPacket):
+            protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=HITRA)
+
+    def test_a_huge_issuer_name_is_refused_before_it_is_compared(
+        self, protection: SignThenEncrypt, rsa_calls: list[int]
+    ) -> None:
+        """A RecipientInfo naming our certificate's serial under a 3 KB issuer: refused unread (the RFC 5280
+        name comparison prepares strings in pure Python - seconds of CPU for nothing)."""
+        info = acms.ContentInfo.load(protection.protect(XML, sender_her=HITRA, receiver_her=FROYA))
+        rid = info["content"]["recipient_infos"][0].chosen["rid"].chosen
+        rid["issuer"] = ax509.Name.build({"organization_name": "Ø" * 1500})  # 3 KB: within the list budget
+        with pytest.raises(InvalidCms, match="issuer"):
+            protection.open(bytes(info.dump(force=True)), receiver_her=FROYA, claimed_sender_her=HITRA)
+        assert rsa_calls == []
+
+    @staticmethod
+    def _add_recipient(packet: bytes, extra: acms.RecipientInfo) -> bytes:
+        info = acms.ContentInfo.load(packet)
+        enveloped = info["content"]
+        recipients = [r.copy() for r in enveloped["recipient_infos"]]
+        enveloped["recipient_infos"] = acms.RecipientInfos([*recipients, extra.copy()])
+        return bytes(info.dump(force=True))
 
 
 class TestStrangerCertificate:
