@@ -5,6 +5,8 @@ gateway pki init [--config FILE] [--data-dir DIR] [--force]
     encryption certificate per party); existing files are kept unless --force
 gateway pki list [--config FILE] [--data-dir DIR]
     every configured certificate, tab separated: HER-id, role, not-after, days left, subject, source
+
+--config and --data-dir go before the action or after it: ``gateway pki --data-dir D list`` is the same.
 """
 
 from __future__ import annotations
@@ -14,21 +16,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.cli.options import Actions, option
 from gateway.config import load_settings
 from gateway.registry import load_register
 from gateway.security.devpki import init_dev_pki
 from gateway.security.protection import build_sign_then_encrypt
 
+# before the action or after it (gateway/cli/options.py)
+_SHARED = (
+    option("--config", type=Path, help="the config file"),
+    option("--data-dir", type=Path, help="the data directory"),
+)
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("pki", help="make the dev PKI; list certificates and their expiry")
-    actions = p.add_subparsers(dest="pki_action", required=True, metavar="ACTION")
-    init = actions.add_parser("init", help="make the dev PKI for the configured region")
+    actions = Actions(p, _SHARED, dest="pki_action")
+    init = actions.add("init", help="make the dev PKI for the configured region")
     init.add_argument("--force", action="store_true", help="make everything anew, even what exists")
-    listing = actions.add_parser("list", help="every configured certificate with its expiry")
-    for action in (init, listing):
-        action.add_argument("--config", type=Path, help="the config file")
-        action.add_argument("--data-dir", type=Path, help="the data directory")
+    listing = actions.add("list", help="every configured certificate with its expiry")
     init.set_defaults(run=run_init)
     listing.set_defaults(run=run_list)
 

@@ -1,7 +1,8 @@
 """``gateway queue``: see and steer the delivery queue.
 
 Against a running gateway's admin API (``--url URL --token T``; admin tokens only), or directly on the
-store of a stopped gateway (``--data-dir D``). Every action is recorded in the trace with who did it.
+store of a stopped gateway (``--data-dir D``). Every action is recorded in the trace with who did it. These
+options go before the action or after it: ``gateway queue --data-dir D list`` = ``gateway queue list --data-dir D``.
 
     gateway queue list [--state S] [--route HER] [--since 2h|ISO]
     gateway queue show ID
@@ -28,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from gateway.api.views import message_json, view_json
+from gateway.cli.options import Actions, option
 from gateway.config import load_settings
 from gateway.errors import BadRequest, GatewayError, NotFound
 from gateway.retry import ttls
@@ -35,29 +37,32 @@ from gateway.store.sqlite import SqliteStore
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# before the action or after it (gateway/cli/options.py)
+_SHARED = (
+    option("--url", help="a running gateway (with --token)"),
+    option("--token", help="an admin API token"),
+    option("--data-dir", type=Path, help="work directly on a stopped gateway's store"),
+    option("--config", type=Path, help="with --data-dir: the config whose retry settings apply"),
+)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("queue", help="see and steer the delivery queue")
-    p.add_argument("--url", help="a running gateway (with --token)")
-    p.add_argument("--token", help="an admin API token")
-    p.add_argument("--data-dir", type=Path, help="work directly on a stopped gateway's store")
-    p.add_argument("--config", type=Path, help="with --data-dir: the config whose retry settings apply")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="messages, newest first")
+    actions = Actions(p, _SHARED)
+    listing = actions.add("list", help="messages, newest first")
     listing.add_argument("--state")
     listing.add_argument("--route", help="receiver HER-id")
     listing.add_argument("--since", help="e.g. 2h, 30m, 1d or an ISO time")
     listing.add_argument("--limit", type=int, default=100)
-    actions.add_parser("show", help="one message with its deliveries and trace").add_argument("id")
-    retry = actions.add_parser("retry", help="send again now (a message, or every dead one)")
+    actions.add("show", help="one message with its deliveries and trace").add_argument("id")
+    retry = actions.add("retry", help="send again now (a message, or every dead one)")
     retry.add_argument("id", nargs="?")
     retry.add_argument("--dead", action="store_true", help="every dead delivery")
     retry.add_argument("--route", help="with --dead: only this receiver HER-id")
-    actions.add_parser("cancel", help="stop sending a message").add_argument("id")
-    actions.add_parser("pause", help="hold a route (receiver HER-id)").add_argument("route")
-    actions.add_parser("resume", help="release a held route").add_argument("route")
-    actions.add_parser("routes", help="routes with their queue, pause and circuit state")
+    actions.add("cancel", help="stop sending a message").add_argument("id")
+    actions.add("pause", help="hold a route (receiver HER-id)").add_argument("route")
+    actions.add("resume", help="release a held route").add_argument("route")
+    actions.add("routes", help="routes with their queue, pause and circuit state")
     p.set_defaults(run=run)
 
 
