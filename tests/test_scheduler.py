@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from structlog.testing import capture_logs
 
 from gateway.clock import ManualClock
-from gateway.scheduler import Housekeeping, guarded
+from gateway.scheduler import Housekeeping, guarded, start_scheduler
 from gateway.security.keys import CertificateInfo
+from gateway.security.protection import NoProtection
 from gateway.store.sqlite import SqliteStore
 
 from .region import settings_for
@@ -75,22 +78,49 @@ class TestJobsKeepRunning:
         assert [(e["event"], e["job"]) for e in logs] == [("job.failed", "flaky")]
 
     async def test_scheduler_never_overlaps_a_job(self, tmp_path: Path) -> None:
-        """With max_instances=1 a slow run is not joined by the next tick."""
-        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        """The gateway's own scheduler: while a slow lease reaping runs, the ticks that fall due start no second
+        run beside it (they are skipped); once it ends, the job runs again."""
+        store = SlowStore(tmp_path / "g.sqlite")
+        settings = settings_for(tmp_path, housekeeping={"lease_reaper_s": 0.05})  # a tick every 50 ms
+        async with store:
+            jobs = Housekeeping(store, NoProtection(), settings, ManualClock())
+            skipped: list[str] = []
+            with capture_logs():
+                scheduler = start_scheduler(jobs, settings)
+                scheduler.add_listener(lambda event: skipped.append(event.job_id), EVENT_JOB_MAX_INSTANCES)
+                try:
+                    await until(lambda: store.started >= 1)
+                    await until(lambda: skipped.count("leases") >= 5 or store.started > 1)
+                    assert store.started == 1, "a second run started while the first was still running"
+                    store.release.set()  # the slow run ends; the next tick runs again
+                    await until(lambda: store.started >= 3)
+                finally:
+                    store.release.set()
+                    scheduler.shutdown(wait=False)
+        assert store.peak == 1
 
-        active, peak = 0, 0
 
-        async def slow() -> None:
-            nonlocal active, peak
-            active += 1
-            peak = max(peak, active)
-            await asyncio.sleep(0.3)
-            active -= 1
+class SlowStore(SqliteStore):
+    """A store whose lease reaping blocks until the test releases it, counting runs and overlap."""
 
-        scheduler = AsyncIOScheduler(timezone=UTC)
-        scheduler.add_job(guarded("slow", slow), "interval", seconds=0.05, max_instances=1, coalesce=True)
-        with capture_logs():
-            scheduler.start()
-            await asyncio.sleep(0.8)
-            scheduler.shutdown(wait=False)
-        assert peak == 1
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = asyncio.Event()
+        self.started = self.running = self.peak = 0
+
+    async def reap_leases(self, *, now: float) -> int:
+        self.started += 1
+        self.running += 1
+        self.peak = max(self.peak, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        return 0
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    """Wait for ``condition``; the bound is generous and only reached when something is stuck."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - the conditions are counters and scheduler events
+            await asyncio.sleep(0.01)
