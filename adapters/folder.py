@@ -10,7 +10,8 @@ Reading (:class:`~adapters.folder_watch.FolderWatcher`): an inbound folder is sc
 ``processing/`` (an atomic claim, so it is taken exactly once even if two scanners race), handed to the
 gateway, and then moved to ``done/`` - or to ``failed/`` beside a reason file saying why - under a name
 of the gateway's own. Entries that are not taken are reported once. Nothing is read or written through
-a symbolic link.
+a symbolic link, and no dropped file with another hard link is read. Several gateway processes may
+watch one folder: a claim is put back only when the watcher that made it is gone.
 
 Plain XML files dropped by an EHR (no ``.json`` beside them) are handed over with empty routing metadata;
 the gateway reads sender and receiver from the message itself.

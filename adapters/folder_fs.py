@@ -5,7 +5,9 @@ symbolic link to the gateway's own key, a FIFO, a link where ``failed/`` was. So
 works on a folder opened with ``O_DIRECTORY | O_NOFOLLOW`` and on names inside it (``dir_fd=``): a
 symbolic link is never followed, neither as a folder nor as a file. A file is opened ``O_NOFOLLOW |
 O_NONBLOCK`` (a FIFO cannot hold the caller up) and read only once ``fstat`` says it is a regular file
-no larger than the limit. Only the last part of a configured path is checked; the path is the operator's.
+no larger than the limit - and, for a dropped file, one with no other hard link: a hard link is no symbolic
+link, but it too may lead to a file outside the folder. Only the last part of a configured path is
+checked; the path is the operator's.
 
 The gateway never overwrites a file it did not make. A fresh name is reserved with ``O_EXCL`` before a
 file is renamed over the reservation; a given name (``atomic_write``, a file put back) is published with a
@@ -110,18 +112,21 @@ class DropDirs:
         self.close()
 
 
-def read_regular(dir_fd: int, name: str, limit: int) -> tuple[bytes, os.stat_result]:
+def read_regular(dir_fd: int, name: str, limit: int, *, alone: bool = False) -> tuple[bytes, os.stat_result]:
     """The bytes of a regular file of at most ``limit`` bytes, and its ``fstat`` after reading.
 
     The size is taken from ``fstat`` before a byte is read: a larger file raises
     :class:`~gateway.errors.MessageTooLarge` unread. A symbolic link (``ELOOP``) or anything but a regular
-    file raises ``OSError``.
+    file raises ``OSError``; so does, with ``alone``, a file that has other hard links (``EMLINK``,
+    ``st_nlink != 1``): its inode is not the folder's alone - it may be the gateway's key - and is not read.
     """
     fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise OSError(errno.EINVAL, "is not a regular file", name)
+        if alone and info.st_nlink != 1:
+            raise OSError(errno.EMLINK, "has other hard links", name)
         if info.st_size > limit:
             raise MessageTooLarge(f"The file is {info.st_size} bytes; this gateway accepts at most {limit} bytes.")
         chunks: list[bytes] = []

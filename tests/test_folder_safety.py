@@ -116,6 +116,54 @@ class TestNothingOutsideTheFolder:
         assert all("symbolic link" in e["reason"] for e in logs if e["event"] == "folder.entry_ignored")
         assert b"PRIVATE KEY" not in json.dumps(logs, default=str).encode()
 
+    async def test_a_hard_linked_file_is_not_read(self, tmp_path: Path) -> None:
+        """Hard links to a key and to a valid message outside the folder, and a packet whose metadata is a
+        hard link, are not read: each is reported once and moved to failed/ with a reason; what they
+        point to stays as it was and reaches no log line."""
+        (tmp_path / "pki").mkdir()
+        (tmp_path / "pki" / "ca.key").write_bytes(SECRET)
+        (tmp_path / "elsewhere.xml").write_bytes(b"<a-valid-message/>")
+        (tmp_path / "headers.json").write_bytes(json.dumps({"X-Message-Id": "m"}).encode())
+        drop = tmp_path / "drop"
+        drop.mkdir()
+        os.link(tmp_path / "pki" / "ca.key", drop / "key.xml")
+        os.link(tmp_path / "elsewhere.xml", drop / "message.xml")
+        os.link(tmp_path / "headers.json", drop / "p.json")
+        atomic_write(drop, "p.msg", b"<p/>")
+        handler = Recorder()
+        folder = watcher(drop, handler)
+        with capture_logs() as logs:
+            assert [await folder.scan() for _ in range(3)] == [3, 0, 0]
+        assert not handler.seen
+        reported = [e for e in logs if e["event"] == "folder.entry_ignored"]
+        assert ignored(logs) == {"key.xml": 1, "message.xml": 1, "p.msg": 1}
+        assert all("has other hard links" in e["reason"] and e["moved_to"].startswith("failed/") for e in reported)
+        for name in ("key.xml", "message.xml", "p.msg"):
+            _body, reason = filed_as(drop, "failed", name)
+            assert reason.startswith("-\tfolder.entry_ignored\t-\nnot taken: ") and "has other hard links" in reason
+        assert "metadata" in filed_as(drop, "failed", "p.msg")[1].splitlines()[1]
+        assert (tmp_path / "pki" / "ca.key").read_bytes() == SECRET
+        assert (tmp_path / "elsewhere.xml").read_bytes() == b"<a-valid-message/>"
+        assert b"PRIVATE KEY" not in json.dumps(logs, default=str).encode()
+        assert not list((drop / "processing").iterdir()) and not list((drop / "done").iterdir())
+
+    async def test_a_file_published_by_link_then_unlink_is_taken(self, tmp_path: Path) -> None:
+        """A writer that links its temporary file to the name and then removes the temporary: the file has
+        one link once it has settled, and is taken."""
+        clock = ManualClock(1_700_000_000)
+        handler = Recorder()
+        folder = watcher(tmp_path, handler, settle_s=1.0, clock=clock)
+        (tmp_path / ".w.tmp").write_bytes(b"<linked/>")
+        os.link(tmp_path / ".w.tmp", tmp_path / "linked.xml")
+        assert await folder.scan() == 0
+        (tmp_path / ".w.tmp").unlink()
+        clock.advance(1.0)
+        assert await folder.scan() in (0, 1)  # taken now, or - the unlink changed its ctime - at the next
+        clock.advance(1.0)
+        await folder.scan()
+        assert handler.seen == [b"<linked/>"]
+        assert filed_as(tmp_path, "done", "linked.xml")[0].read_bytes() == b"<linked/>"
+
     def test_reading_refuses_links_and_fifos_without_blocking(self, tmp_path: Path) -> None:
         """Even a link or FIFO swapped in after the look is refused when opened, and a FIFO does not block."""
         (tmp_path / "key").write_bytes(SECRET)
