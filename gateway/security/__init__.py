@@ -4,7 +4,9 @@ Part of the framework-free core: no HTTP client, no store, no adapters. One job 
 
     protection.py  what the pipeline calls: SignThenEncrypt / NoProtection, build_protection
     cms.py         making packets: SignedData then EnvelopedData (cryptography's PKCS#7 builders)
-    cms_verify.py  opening packets: decrypt and verify (asn1crypto + cryptography primitives)
+    cms_decrypt.py opening packets: decrypt EnvelopedData (asn1crypto + cryptography primitives)
+    cms_verify.py  verifying SignedData
+    cms_ids.py     how CMS names certificates and digests (shared by the two)
     trust.py       validity, key usage, path to a trust anchor, revocation
     crl.py         the CRL cache: read without I/O, refreshed by the scheduler
     keys.py        every party's certificates and the local parties' keys, loaded once

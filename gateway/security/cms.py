@@ -10,7 +10,7 @@ Both steps use ``cryptography``'s PKCS#7 builders, which produce exactly the pro
   encryption (Helsenorge's default), RSA PKCS#1 v1.5 key transport, recipient by issuer and serial.
 
 The reverse direction needs what the builders do not offer (signature verification, OAEP, AES-192,
-optional 3DES); it lives in :mod:`gateway.security.cms_verify`.
+optional 3DES); it lives in :mod:`gateway.security.cms_decrypt` and :mod:`gateway.security.cms_verify`.
 """
 
 from __future__ import annotations

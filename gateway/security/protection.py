@@ -20,7 +20,7 @@ from gateway.config import Settings
 from gateway.errors import ConfigError, InvalidCms, SecurityError, SpoofingDetected, UnverifiedPacket
 from gateway.log import get_logger
 from gateway.registry import Register
-from gateway.security import cms, cms_verify
+from gateway.security import cms, cms_decrypt, cms_verify
 from gateway.security.certs import CertRef, load_certificates_file, utc
 from gateway.security.crl import CrlCache, CrlStatus, Fetcher
 from gateway.security.keys import CertificateInfo, KeyPair, KeyStore
@@ -168,7 +168,7 @@ class SignThenEncrypt:
         try:
             signed = cms_verify.verify(inner, signers=[registered])
         except InvalidCms:  # garbage after decryption: as any other decryption failure (no padding oracle)
-            raise cms_verify.decryption_failed(receiver_her, "the decrypted content is not a SignedData") from None
+            raise cms_decrypt.decryption_failed(receiver_her, "the decrypted content is not a SignedData") from None
         except SpoofingDetected as exc:
             exc.signed_by = self._signed_by_another(inner, claimed_sender_her, receiver_her)
             exc.key_used = True
@@ -189,7 +189,7 @@ class SignThenEncrypt:
 
     def _decrypt(self, packet: bytes, receiver_her: str) -> tuple[bytes, KeyPair]:
         keys = self.keys.decryptors(receiver_her)
-        return cms_verify.decrypt(packet, keys, receiver=receiver_her, allow_3des=self.allow_3des)
+        return cms_decrypt.decrypt(packet, keys, receiver=receiver_her, allow_3des=self.allow_3des)
 
     def _verified(self, signed: cms_verify.SignedContent, signer_her: str, used: KeyPair, at: datetime) -> Verified:
         """The opened packet, with the trust verdict on its (verified) signer certificate."""

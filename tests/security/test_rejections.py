@@ -27,7 +27,7 @@ from gateway.errors import (
     SpoofingDetected,
     UnverifiedPacket,
 )
-from gateway.security import SignThenEncrypt, cms_verify
+from gateway.security import SignThenEncrypt, cms_decrypt
 from gateway.security.certs import CertRef
 from gateway.security.cms import encrypt, sign
 from gateway.security.devpki import ENCRYPTION_USAGE, DevCa, party_subject, revoke, write_certificate
@@ -387,13 +387,13 @@ class TestBoundedWork:
         """A captured packet whose last block is replaced so that the padding is good, and one where it is
         bad: one key transport and one content decryption each - the padding never steers the work."""
         aes_calls: list[int] = []
-        real = cms_verify._decrypt_content
+        real = cms_decrypt._decrypt_content
 
         def counted(*args: object) -> bytes:
             aes_calls.append(1)
             return real(*args)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(cms_verify, "_decrypt_content", counted)
+        monkeypatch.setattr(cms_decrypt, "_decrypt_content", counted)
         good = protection.protect(XML, sender_her=HITRA, receiver_her=FROYA)
         info = acms.ContentInfo.load(good)
         ciphertext = info["content"]["encrypted_content_info"]["encrypted_content"].native
