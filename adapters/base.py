@@ -1,30 +1,22 @@
-"""The ``Transport`` contract every adapter fulfils, and the registry that finds adapters by name.
-
-A *packet* is what travels: the (protected) message bytes plus the routing metadata of NHN's AMQP profile
-(messageId, fromHerId, toHerId, contentType, applicationTimeStamp and the 8279 Type as subject). An adapter
-``send``s packets and raises :class:`~gateway.errors.TransportError` when trying again later may help, or
-:class:`~gateway.errors.PermanentDeliveryError` when it cannot. Adapters that also receive hand each packet
-to one :data:`InboundHandler` and acknowledge their peer only after it returns.
+"""The registry that finds transport adapters by name.
 
 Built-in adapters are found by name (``memory``, ``http``, ``folder``); third parties register theirs
 under the entry-point group ``gateway.adapters``::
 
     [project.entry-points."gateway.adapters"]
     amqp = "my_package.amqp:AmqpTransport"
+
+The contract they implement - ``Transport``, ``Packet``, ``InboundResult``, ``TransportContext`` - is
+:mod:`gateway.transport`; it is re-exported here for adapters written against this module.
 """
 
 from __future__ import annotations
 
 import importlib
-import re
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib.metadata import entry_points
-from types import TracebackType
-from typing import Any, ClassVar
 
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError
+from gateway.transport import InboundHandler, InboundResult, Packet, Transport, TransportContext
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -38,136 +30,6 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "gateway.adapters"
-
-
-@dataclass(frozen=True)
-class Packet:
-    """One message on the wire, with NHN's AMQP routing metadata."""
-
-    body: bytes
-    message_id: str  # transport message id (one per delivery; stays the same on retries)
-    from_her: str
-    to_her: str
-    content_type: str
-    subject: str  # the 8279 Type of the message inside
-    application_timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
-    destination: str = ""  # where the adapter sends it: a URL, a folder, a memory address
-
-    def headers(self) -> dict[str, str]:
-        """The metadata as HTTP-style headers (the http adapter and the folder sidecar use these)."""
-        return {
-            "X-Message-Id": self.message_id,
-            "X-From-Her-Id": self.from_her,
-            "X-To-Her-Id": self.to_her,
-            "X-Subject": self.subject,
-            "X-Application-Timestamp": self.application_timestamp.isoformat(),
-            "Content-Type": self.content_type,
-        }
-
-    @classmethod
-    def from_headers(cls, body: bytes, headers: Mapping[str, str], *, destination: str = "") -> Packet:
-        """Rebuild a packet from its headers; a missing or malformed field raises ``ValueError`` whose
-        message names the field and what it must be, never the value that was sent."""
-        missing = [h for h in ("X-Message-Id", "X-From-Her-Id", "X-To-Her-Id", "Content-Type") if not headers.get(h)]
-        if missing:
-            raise ValueError(f"missing transport metadata: {', '.join(missing)}")
-        stamp = _field(headers, "X-Application-Timestamp", _TIMESTAMP, "an ISO 8601 time")
-        try:
-            when = datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
-        except ValueError:
-            raise ValueError("X-Application-Timestamp must be an ISO 8601 time.") from None
-        return cls(
-            body=body,
-            message_id=_field(headers, "X-Message-Id", _MESSAGE_ID, "1 to 128 visible ASCII characters"),
-            from_her=_field(headers, "X-From-Her-Id", _HER_ID, "a HER-id: 1 to 12 digits").strip(" \t"),
-            to_her=_field(headers, "X-To-Her-Id", _HER_ID, "a HER-id: 1 to 12 digits").strip(" \t"),
-            content_type=_field(headers, "Content-Type", _CONTENT_TYPE, "a media type of at most 200 characters"),
-            subject=_field(headers, "X-Subject", _SUBJECT, "at most 128 visible ASCII characters"),
-            application_timestamp=when,
-            destination=destination,
-        )
-
-
-# What each transport header may hold (HITS 1216's AMQP properties, bounded): a value outside its pattern
-# is refused, so nothing unbounded or unprintable reaches the store, a log line or a trace.
-_HER_ID = re.compile(r"[ \t]*[0-9]{1,12}[ \t]*")
-_MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,128}")
-_SUBJECT = re.compile(r"[\x20-\x7e]{0,128}")
-_CONTENT_TYPE = re.compile(r"[\x20-\x7e]{1,200}")
-_TIMESTAMP = re.compile(r"[0-9T:+\-.Z ]{0,64}")
-
-
-def _field(headers: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str:
-    value = headers.get(name) or ""
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ValueError(f"{name} must be {what}.")
-    return value
-
-
-@dataclass(frozen=True)
-class InboundResult:
-    """What the gateway says back to a peer about a received packet."""
-
-    accepted: bool  # stored durably (or a known duplicate): acknowledge the peer
-    retry_later: bool = False  # a temporary problem on our side: the peer should keep it and try again
-    condition: str | None = None  # NHN transport error condition when refused
-    code: str | None = None  # KITH code when there is one
-    event: str | None = None
-    message: str = ""
-    reference: str | None = None  # our id of the stored message
-
-    @classmethod
-    def refused(cls, error: GatewayError, *, reference: str | None = None) -> InboundResult:
-        """Not taken: for good, or - when the error is retryable - for now (the peer keeps it)."""
-        return cls(
-            False,
-            retry_later=error.retryable,
-            condition=error.transport_condition,
-            code=error.apprec_code,
-            event=error.event,
-            message=error.public,
-            reference=reference,
-        )
-
-
-#: The gateway's entry point for a received packet.
-InboundHandler = Callable[[Packet], Awaitable[InboundResult]]
-
-
-@dataclass(frozen=True)
-class TransportContext:
-    """What an adapter gets when it is built: its own settings table and the gateway's data directory."""
-
-    options: Mapping[str, Any] = field(default_factory=dict)
-    data_dir: str = ""
-    send_timeout_s: float = 30.0
-
-
-class Transport:
-    """Base class of every adapter: one core method, ``send``; the async context manager is written once."""
-
-    name: ClassVar[str] = ""
-
-    def __init__(self, context: TransportContext | None = None) -> None:
-        self.context = context or TransportContext()
-
-    async def start(self, handler: InboundHandler) -> None:
-        """Begin receiving (adapters that only send need not override)."""
-
-    async def send(self, packet: Packet) -> None:
-        raise NotImplementedError(f"{type(self).__name__} cannot send")
-
-    async def aclose(self) -> None:
-        """Release connections, stop receiving."""
-
-    async def __aenter__(self) -> Transport:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
 
 _BUILT_IN = {
     "memory": "adapters.memory:MemoryTransport",

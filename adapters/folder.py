@@ -26,10 +26,10 @@ import asyncio
 import json
 from pathlib import Path
 
-from adapters.base import InboundHandler, Packet, Transport, TransportContext
 from adapters.folder_fs import atomic_write
 from adapters.folder_watch import FolderWatcher
 from gateway.errors import PermanentDeliveryError, TransportError
+from gateway.transport import InboundHandler, Packet, Transport, TransportContext
 from gateway.xml import DEFAULT_MAX_BYTES
 
 __all__ = ["FolderTransport", "FolderWatcher", "atomic_write"]

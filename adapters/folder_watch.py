@@ -26,7 +26,6 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from adapters.base import InboundHandler, InboundResult, Packet
 from adapters.folder_fs import DropDirs, read_regular, rename_if_free, replace_own, reserve
 from adapters.folder_names import claim_name, new_stem, printable, safe_suffix
 from adapters.folder_owner import OwnLock, put_back, recover
@@ -34,6 +33,7 @@ from adapters.folder_scan import Aside, Candidate, Survey, report_ignored
 from gateway.clock import Clock, SystemClock
 from gateway.errors import MessageTooLarge
 from gateway.log import get_logger
+from gateway.transport import InboundHandler, InboundResult, Packet
 from gateway.xml import DEFAULT_MAX_BYTES
 
 __all__ = ["META_MAX_BYTES", "STALE_S", "FolderWatcher"]

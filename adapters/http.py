@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from adapters.base import InboundHandler, InboundResult, Packet, Transport, TransportContext
 from gateway.errors import PermanentDeliveryError, TransportError
+from gateway.transport import InboundHandler, InboundResult, Packet, Transport, TransportContext
 
 __all__ = ["RECEIVING_PATH", "HttpTransport", "receiving_route"]
 

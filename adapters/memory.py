@@ -7,8 +7,8 @@ other by address (``memory://<name>``); each gateway attaches its inbound handle
 
 from __future__ import annotations
 
-from adapters.base import InboundHandler, InboundResult, Packet, Transport, TransportContext
 from gateway.errors import PermanentDeliveryError, TransportError
+from gateway.transport import InboundHandler, InboundResult, Packet, Transport, TransportContext
 
 __all__ = ["MemoryNetwork", "MemoryTransport"]
 

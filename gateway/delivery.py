@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 
 import structlog
 
-from adapters.base import InboundResult, Packet, Transport
 from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.errors import (
@@ -40,6 +39,7 @@ from gateway.registry import Register
 from gateway.retry import RetryPolicy, policy_for
 from gateway.security.protection import MessageProtection
 from gateway.store.base import Claim, DeliveryState, Store
+from gateway.transport import InboundResult, Packet, Transport
 
 __all__ = ["Breaker", "DeliveryWorker", "EhrHandoff"]
 

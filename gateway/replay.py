@@ -30,12 +30,12 @@ from typing import Any
 
 import aiohttp
 
-from adapters.base import Packet
 from adapters.http import RECEIVING_PATH
 from gateway.config import Settings
 from gateway.registry import Certificates, Party, Register, dump_register
 from gateway.security.devpki import init_dev_pki
 from gateway.security.protection import build_sign_then_encrypt
+from gateway.transport import Packet
 from gateway.xml import parse
 
 __all__ = ["Outcome", "Region", "launch_region", "mirror_regions", "replay", "stop_region", "wait_until_up"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from adapters.base import InboundResult, Packet, Transport, TransportContext, adapter_class
+from adapters.base import adapter_class
 from adapters.folder import FolderWatcher
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
@@ -31,6 +31,7 @@ from gateway.security.devpki import ensure_dev_pki
 from gateway.security.protection import MessageProtection, NoProtection, build_protection
 from gateway.store.base import MessageRecord
 from gateway.store.sqlite import SqliteStore
+from gateway.transport import InboundResult, Packet, Transport, TransportContext
 
 __all__ = ["Gateway"]
 

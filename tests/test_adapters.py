@@ -8,9 +8,10 @@ from importlib.metadata import EntryPoint
 import pytest
 
 import adapters.base
-from adapters.base import Packet, adapter_class, known_adapters
+from adapters.base import adapter_class, known_adapters
 from adapters.memory import MemoryTransport
 from gateway.errors import ConfigError
+from gateway.transport import Packet
 
 
 class TestRegistry:

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from adapters.base import InboundResult, Packet, TransportContext
 from adapters.folder import FolderTransport, FolderWatcher, atomic_write
 from gateway.config import PROJECT_ROOT, DropFolderSettings
 from gateway.errors import ConfigError
 from gateway.service import Gateway
+from gateway.transport import InboundResult, Packet, TransportContext
 
 from .region import fixture_bytes, settings_for
 

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.base import InboundResult, Packet
 from adapters.folder import atomic_write
 from adapters.folder_fs import read_regular
 from gateway.clock import ManualClock
@@ -25,6 +24,7 @@ from gateway.ehr import EhrDelivery
 from gateway.errors import MessageTooLarge, TransportError
 from gateway.registry import load_register
 from gateway.service import Gateway
+from gateway.transport import InboundResult, Packet
 
 from .region import settings_for
 from .test_folder import filed, filed_as, watcher

@@ -25,12 +25,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs7
 from structlog.testing import capture_logs
 
-from adapters.base import Packet
 from gateway.api.app import create_app
 from gateway.security.cms import encrypt
 from gateway.security.devpki import DevCa, party_subject
 from gateway.service import Gateway
 from gateway.store.base import MessageState
+from gateway.transport import Packet
 
 from .region import fixture_bytes, with_msg_id
 from .test_pipeline_cms import build

@@ -10,8 +10,8 @@ from pathlib import Path
 import structlog
 from structlog.testing import capture_logs
 
-from adapters.base import Packet
 from gateway.log import MAX_ITEMS, MAX_STRING, bound, configure, redact
+from gateway.transport import Packet
 
 from .region import ADMIN, fixture_bytes, region
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from adapters.base import InboundResult, Packet
 from gateway.security.devpki import DevCa, party_subject, write_certificate
 from gateway.store.base import DeliveryState, MessageState
+from gateway.transport import InboundResult, Packet
 
 from .region import ADMIN, fixture_bytes, region
 

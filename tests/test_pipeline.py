@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.base import Packet
 from gateway.errors import Conflict, Forbidden, SchemaInvalid, UnknownReceiver
 from gateway.pipeline.outbound import Client
 from gateway.store.base import DeliveryState, MessageState
+from gateway.transport import Packet
 
 from .conftest import require_shared
 from .region import ADMIN, fixture_bytes, manifest_entry, region

@@ -10,7 +10,6 @@ from typing import Any
 
 from cryptography import x509
 
-from adapters.base import Packet
 from adapters.memory import MemoryNetwork
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT
@@ -21,6 +20,7 @@ from gateway.security.devpki import revoke
 from gateway.security.protection import NoProtection
 from gateway.service import Gateway
 from gateway.store.base import DeliveryState
+from gateway.transport import Packet
 
 from .region import ADMIN, fixture_bytes, settings_for, shared_pki
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.base import Packet
 from gateway.config import PROJECT_ROOT
 from gateway.errors import Conflict
 from gateway.model.apprec import AppRecError
 from gateway.registry import Register, load_register
 from gateway.store.base import DeliveryState, MessageState
+from gateway.transport import Packet
 
 from .region import ADMIN, fixture_bytes, region
 

@@ -7,8 +7,8 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adapters.base import InboundResult, Packet
 from gateway.store.base import DeliveryRecord, DeliveryState
+from gateway.transport import InboundResult, Packet
 
 from .region import ADMIN, fixture_bytes, region, with_msg_id
 

@@ -26,7 +26,6 @@ import hashlib
 import uuid
 from datetime import UTC, datetime
 
-from adapters.base import InboundResult, Packet
 from gateway.clock import Clock
 from gateway.core import Core
 from gateway.errors import (
@@ -51,6 +50,7 @@ from gateway.store.base import (
     Refusal,
     Store,
 )
+from gateway.transport import InboundResult, Packet
 from gateway.validation.validator import Judgement
 
 __all__ = ["InboundPipeline"]

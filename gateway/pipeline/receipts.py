@@ -17,7 +17,6 @@ import asyncio
 import uuid
 from datetime import UTC, datetime
 
-from adapters.base import InboundResult
 from gateway.clock import Clock
 from gateway.core import Core
 from gateway.errors import Conflict, GatewayError, NotFound, PatientNotIdentified
@@ -36,6 +35,7 @@ from gateway.store.base import (
     NewMessage,
     Store,
 )
+from gateway.transport import InboundResult
 from gateway.validation.validator import Judgement
 from gateway.xml import parse
 
