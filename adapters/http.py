@@ -18,7 +18,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.errors import PermanentDeliveryError, TransportError
-from gateway.transport import InboundHandler, InboundResult, Packet, Transport, TransportContext
+from gateway.transport import InboundHandler, InboundResult, Packet, Transport, TransportContext, retry_after
 
 __all__ = ["RECEIVING_PATH", "HttpTransport", "receiving_route"]
 
@@ -58,7 +58,10 @@ class HttpTransport(Transport):
                 "fix the endpoint in the register."
             )
         if resp.status in _RETRYABLE or resp.status >= 500:
-            raise TransportError(f"{packet.destination} answered {resp.status}: {said}")
+            raise TransportError(
+                f"{packet.destination} answered {resp.status}: {said}",
+                retry_after_s=retry_after(resp.headers.get("Retry-After")),
+            )
         raise PermanentDeliveryError(
             f"{packet.destination} refused the packet ({resp.status}): {said}",
             apprec_code=error.get("code"),

@@ -342,11 +342,13 @@ class DeliveryWorker:
             if await asyncio.shield(self.store.mark_dead(d.id, owner=self.owner, now=now, code=code, error=error)):
                 log.error("delivery.dead", code=exc.event, error_code=code)
             return
+        retry_after = exc.retry_after_s if isinstance(exc, TransportError) else None
         if isinstance(exc, TransportError):  # the route itself failed: the breaker counts it
-            self.breaker.failure(
-                d.receiver_her, retry_in=policy.delay(d.attempts, self.rng), reason=exc.message, code=exc.event
-            )
-        when = policy.next_attempt_at(attempt=d.attempts, now=now, expires_at=d.expires_at, rng=self.rng)
+            wait = max(policy.delay(d.attempts, self.rng), retry_after or 0.0)
+            self.breaker.failure(d.receiver_her, retry_in=wait, reason=exc.message, code=exc.event)
+        when = policy.next_attempt_at(
+            attempt=d.attempts, now=now, expires_at=d.expires_at, rng=self.rng, not_before_s=retry_after
+        )
         if when is None:
             why = "its time to live ran out" if d.attempts < policy.max_attempts else f"{d.attempts} attempts"
             await self._give_up(claim, code, f"given up after {why}: {exc.message}")

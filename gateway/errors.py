@@ -328,10 +328,15 @@ class DeliveryError(GatewayError):
 
 
 class TransportError(DeliveryError):
-    """The packet did not get through this time; try again later."""
+    """The packet did not get through this time; try again later - no sooner than ``retry_after_s`` when
+    the peer said when (HTTP ``Retry-After``)."""
 
     event = "delivery.transport_error"
     retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -36,12 +36,19 @@ class RetryPolicy:
         return (rng or random).uniform(floor, ceiling)
 
     def next_attempt_at(
-        self, *, attempt: int, now: float, expires_at: float | None, rng: random.Random | None = None
+        self,
+        *,
+        attempt: int,
+        now: float,
+        expires_at: float | None,
+        rng: random.Random | None = None,
+        not_before_s: float | None = None,
     ) -> float | None:
-        """When to try again after failed attempt ``attempt``; None when attempts or time to live are spent."""
+        """When to try again after failed attempt ``attempt`` - no sooner than ``not_before_s`` from now when
+        the peer said so (``Retry-After``); None when attempts or time to live are spent."""
         if attempt >= self.max_attempts:
             return None
-        when = now + self.delay(attempt, rng)
+        when = now + max(self.delay(attempt, rng), not_before_s or 0.0)
         if expires_at is not None and when > expires_at:
             return None
         return when

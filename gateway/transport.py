@@ -18,12 +18,14 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, ClassVar, Literal, Protocol
 
 from gateway.errors import GatewayError
 
 __all__ = [
+    "MAX_RETRY_AFTER_S",
     "InboundHandler",
     "InboundResult",
     "MemoryState",
@@ -31,7 +33,11 @@ __all__ = [
     "Transport",
     "TransportContext",
     "TransportState",
+    "retry_after",
 ]
+
+#: The longest wait a peer's Retry-After can impose on one attempt (the route's time to live still rules).
+MAX_RETRY_AFTER_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -194,3 +200,21 @@ class Transport:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from an HTTP ``Retry-After`` (delta-seconds or an HTTP-date), at most
+    :data:`MAX_RETRY_AFTER_S`; None when absent or unreadable (then the route's own backoff decides)."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER_S)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = datetime.now(UTC).timestamp() if now is None else now
+    return min(max(0.0, when.timestamp() - current), MAX_RETRY_AFTER_S)
