@@ -39,6 +39,7 @@ __all__ = [
     "ReceiptSettings",
     "RetrySettings",
     "RouteSettings",
+    "RoutingSettings",
     "SchemaSettings",
     "SecuritySettings",
     "Settings",
@@ -157,6 +158,14 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """How receivers outside the register are reached: ``default_adapter`` names the transport (``edi2``:
+    NHN's Meldingstjener reaches every HER-id in Norway); None refuses them E21."""
+
+    default_adapter: str | None = None
+
+
+@dataclass(frozen=True)
 class ReceiptSettings:
     deadline_h: float = 96.0
     warning_h: float = 72.0
@@ -224,6 +233,7 @@ class Settings:
     delivery: DeliverySettings = DeliverySettings()
     retry: RetrySettings = RetrySettings()
     security: SecuritySettings = SecuritySettings()
+    routing: RoutingSettings = RoutingSettings()
     receipts: ReceiptSettings = ReceiptSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
     limits: LimitsSettings = LimitsSettings()

@@ -1,4 +1,4 @@
-"""The message core built from settings: catalog, compiled schemas, register and validator.
+"""The message core built from settings: catalog, compiled schemas, register, validator and router.
 
 Built once per process (``serve``, ``replay``, ``validate``); everything here is immutable after start-up
 and free of I/O frameworks.
@@ -12,6 +12,7 @@ from pathlib import Path
 from gateway.config import Settings
 from gateway.model.kinds import Catalog, load_catalog
 from gateway.registry import Register, load_register
+from gateway.routing import Router
 from gateway.validation.schemas import SchemaSet
 from gateway.validation.validator import Validator
 
@@ -25,6 +26,7 @@ class Core:
     schemas: SchemaSet
     register: Register
     validator: Validator
+    router: Router
 
     def unchecked_kinds(self) -> list[str]:
         """Kinds whose business content is not schema-checked (no official schema configured)."""
@@ -43,7 +45,7 @@ def build_core(settings: Settings, *, register: Register | None = None, bundle: 
     """The whole message core: register (from the settings unless given), catalog, schemas, validator."""
     register = register if register is not None else load_register(settings.gateway.region)
     validator = build_validator(settings, register=register, bundle=bundle)
-    return Core(settings, validator.catalog, validator.schemas, register, validator)
+    return Core(settings, validator.catalog, validator.schemas, register, validator, Router(register, settings))
 
 
 def _existing(bundle: Path | None) -> Path | None:

@@ -30,22 +30,18 @@ from gateway.clock import Clock
 from gateway.core import Core
 from gateway.errors import (
     GatewayError,
-    MetadataMismatch,
     SecurityError,
     SpoofingDetected,
-    UnknownReceiver,
     UnverifiedPacket,
 )
 from gateway.log import get_logger
 from gateway.model.envelope import Addressee, Envelope
-from gateway.pipeline.receipts import Receipts, addressee_of
+from gateway.pipeline.receipts import Receipts
 from gateway.registry import Party
 from gateway.security.protection import MessageProtection
 from gateway.store.base import (
-    DeliveryState,
     Direction,
     MessageState,
-    NewDelivery,
     NewMessage,
     Refusal,
     Store,
@@ -126,12 +122,12 @@ class InboundPipeline:
                 f"{', '.join(envelope.sender.her_ids)}, which is {who}."
             )
             return await self._refuse(packet, via, spoof, now)
-        addressed = self._addressed(envelope, packet.to_her)
+        addressed = self.core.router.addressed(envelope, packet.to_her)
         if addressed is None:
             why = "is for a party this gateway does not serve"
             return await self._misaddressed(packet, via, envelope, content, now, why)
-        party, answering, role, mismatch = addressed
-        error: GatewayError | None = untrusted or judgement.error or mismatch
+        party, answering, role = addressed.party, addressed.answering, addressed.role
+        error: GatewayError | None = untrusted or judgement.error or addressed.error
         if envelope.kind.family == "apprec":
             return await self.receipts.take_apprec(
                 envelope, judgement, content, via=via, now=now, error=error, sender=sender, receiver=party
@@ -140,54 +136,6 @@ class InboundPipeline:
         return await self._store(
             packet, via, envelope, judgement, content, now, answering, role, sender, party, error, on_packet
         )
-
-    def _addressed(
-        self, envelope: Envelope, to_her: str
-    ) -> tuple[Party, Addressee, str, GatewayError | None] | None:
-        """Which local party takes the message, as whom it answers, in which role - and the error when the
-        transport and the message disagree about the receiver; None when it is none of ours.
-
-        The transport's receiver and the message's must be the same local party. When they differ the
-        message is answered E10 (HITS 1216 §2.2.3) by the local party the transport named, or - when the
-        transport named none of ours - by the local party the message names; a message for an unknown
-        service of one of our organisations is answered E21 by that organisation."""
-        me, role = self._addressee(envelope, to_her)
-        named = me or envelope.receiver
-        named_party = self.core.register.attribute(named.her_ids) if named is not None else None
-        if named is not None and named_party is not None and named_party.local and named_party.her_id == (
-            to_her or named_party.her_id
-        ):
-            return named_party, named, role, None  # plainly ours: the AppRec mirrors the receiver as named
-        taker = self.core.register.get(to_her)
-        if taker is not None and taker.local:
-            mismatch = MetadataMismatch(
-                f"The transport addresses HER-id {to_her}, but the message names no such receiver."
-            )
-            return taker, addressee_of(taker), "PRIM", mismatch
-        if named is not None and named_party is not None and named_party.local:
-            mismatch = MetadataMismatch(
-                f"The transport addresses HER-id {to_her}, but the message is for {named_party.her_id}."
-            )
-            return named_party, named, role, mismatch
-        org = named.organisation_her_id if named is not None else None
-        if not self.core.register.is_local_organisation(org):
-            return None
-        taker = next(p for p in self.core.register.local_parties if p.organisation.her_id == org)
-        unknown = UnknownReceiver(
-            f"The receiving service (HER-id {', '.join(named.her_ids) if named else to_her}) is "
-            f"not registered at {taker.organisation.name}."
-        )
-        return taker, addressee_of(taker), role if me is not None else "PRIM", unknown
-
-    @staticmethod
-    def _addressee(envelope: Envelope, to_her: str) -> tuple[Addressee | None, str]:
-        """Which of the message's receivers the packet is for: the primary or a copy receiver."""
-        if envelope.receiver is not None and (not to_her or to_her in envelope.receiver.her_ids):
-            return envelope.receiver, "PRIM"
-        for copy in envelope.copies:
-            if to_her in copy.her_ids:
-                return copy, "COP"
-        return None, "PRIM"
 
     async def _store(
         self,
@@ -218,7 +166,7 @@ class InboundPipeline:
             dedupe_key, duplicate_of = f"{key}|{error.event}", (key,)
         message_id = uuid.uuid4().hex
         state = MessageState.REJECTED if error is not None else MessageState.RECEIVED
-        deliveries = [] if error is not None else [self._ehr_delivery(party)]
+        deliveries = [] if error is not None else [self.core.router.ehr_delivery(party)]
         apprec = self.receipts.answer(
             envelope, message_id=message_id, answering=answering, role=role, party=party, error=error, now=now
         )
@@ -265,12 +213,6 @@ class InboundPipeline:
         else:
             log.info("message.received", role=role, **fields)
         return InboundResult(True, reference=record.id, code=error.apprec_code if error else None)
-
-    @staticmethod
-    def _ehr_delivery(party: Party) -> NewDelivery:
-        if party.delivery == "inbox":
-            return NewDelivery(party.her_id, "EHR", "ehr:inbox", state=DeliveryState.INBOX, ordered=False)
-        return NewDelivery(party.her_id, "EHR", f"ehr:{party.delivery}", ordered=True)
 
     async def _misaddressed(
         self, packet: Packet, via: str, envelope: Envelope, content: bytes, now: float, why: str

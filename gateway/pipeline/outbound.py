@@ -13,17 +13,13 @@ import uuid
 from dataclasses import dataclass
 
 from gateway.clock import Clock
-from gateway.config import Settings
 from gateway.core import Core
-from gateway.errors import Conflict, Forbidden, MessageError, UnknownReceiver
+from gateway.errors import Conflict, Forbidden, MessageError
 from gateway.log import get_logger
-from gateway.model.envelope import Addressee, Envelope
-from gateway.registry import Party
-from gateway.retry import policy_for
-from gateway.store.base import Direction, MessageRecord, MessageState, NewDelivery, NewMessage, Store
+from gateway.store.base import Direction, MessageRecord, MessageState, NewMessage, Store
 from gateway.validation import rules
 
-__all__ = ["Client", "OutboundPipeline", "channel_for", "plan_deliveries"]
+__all__ = ["Client", "OutboundPipeline"]
 
 log = get_logger(__name__)
 
@@ -38,55 +34,6 @@ class Client:
 
     def may_send_for(self, her_id: str) -> bool:
         return self.senders is None or her_id in self.senders
-
-
-def channel_for(party: Party) -> str:
-    """How a delivery to ``party`` travels: within the hub, or through its transport adapter."""
-    return "local" if party.local else (party.adapter or "http")
-
-
-def plan_deliveries(
-    envelope: Envelope, core: Core, settings: Settings, *, now: float, receipts: bool = True
-) -> list[NewDelivery]:
-    """One delivery per receiver: the primary, then each copy receiver named by a HER-id (E21 if unknown)."""
-    receivers: list[tuple[Addressee, str]] = []
-    if envelope.receiver is not None:
-        receivers.append((envelope.receiver, "PRIM"))
-    receivers += [(copy, "COP") for copy in envelope.copies]
-    kind = envelope.kind.name
-    deadline_h = settings.receipts.deadline_by_kind.get(kind, settings.receipts.deadline_h)
-    warning_h = min(settings.receipts.warning_h, deadline_h)
-    start = max(rules.gen_timestamp(envelope.gen_date) or now, now)
-    planned: list[NewDelivery] = []
-    seen: set[str] = set()
-    for addressee, role in receivers:
-        if not addressee.her_ids:
-            if role == "PRIM":
-                raise UnknownReceiver(f"The {envelope.kind.title} does not name its receiver by a HER-id.")
-            continue  # a copy for paper or another channel: not ours to deliver
-        party = core.register.find(addressee.her_ids)
-        if party is None:
-            who = "copy receiver" if role == "COP" else "receiver"
-            raise UnknownReceiver(
-                f"The {who} with HER-id {', '.join(addressee.her_ids)} is not in the address register "
-                f"({core.register.name or 'this gateway'})."
-            )
-        if party.her_id in seen:
-            continue
-        seen.add(party.her_id)
-        policy = policy_for(settings.retry, party.her_id)
-        planned.append(
-            NewDelivery(
-                receiver_her=party.her_id,
-                role=role,
-                channel=channel_for(party),
-                ordered=policy.ordered,
-                deadline_at=start + deadline_h * 3600 if receipts else None,
-                warn_at=start + warning_h * 3600 if receipts else None,
-                expires_at=now + policy.ttl_s,
-            )
-        )
-    return planned
 
 
 class OutboundPipeline:
@@ -114,9 +61,7 @@ class OutboundPipeline:
                 raise Forbidden(f"Client {client.name} may not send for {sender.display} (HER-id {sender.her_id}).")
             now = self.clock.now()
             rules.check_gen_date(envelope, now=now)
-            deliveries = plan_deliveries(
-                envelope, self.core, self.settings, now=now, receipts=envelope.kind.family != "apprec"
-            )
+            deliveries = await self.core.router.plan(envelope, now=now, receipts=envelope.kind.family != "apprec")
         except (MessageError, Forbidden) as exc:
             log.warning(
                 "message.refused",

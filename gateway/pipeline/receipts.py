@@ -22,8 +22,7 @@ from gateway.core import Core
 from gateway.errors import Conflict, GatewayError, NotFound, PatientNotIdentified
 from gateway.log import get_logger
 from gateway.model.apprec import AppRecError, build_apprec, read_apprec
-from gateway.model.envelope import Addressee, Envelope, Ident, Unit
-from gateway.pipeline.outbound import channel_for
+from gateway.model.envelope import Addressee, Envelope
 from gateway.registry import Party
 from gateway.retry import policy_for
 from gateway.store.base import (
@@ -39,7 +38,7 @@ from gateway.transport import InboundResult
 from gateway.validation.validator import Judgement
 from gateway.xml import parse
 
-__all__ = ["FollowUp", "Receipts", "addressee_of"]
+__all__ = ["FollowUp", "Receipts"]
 
 log = get_logger(__name__)
 
@@ -115,12 +114,12 @@ class Receipts:
             msg_id=apprec_id,
             now=datetime.fromtimestamp(now, UTC),
         )
-        to = self.core.register.find(original.sender.her_ids if original.sender else ())
-        receiver_her = to.her_id if to else (original.sender_her or "-")
+        route = self.core.router.reply(original)
+        receiver_her = route.receiver_her if route else (original.sender_her or "-")
         delivery = NewDelivery(
             receiver_her=receiver_her,
             role="PRIM",
-            channel=channel_for(to) if to else "unroutable",
+            channel=route.channel if route else "unroutable",
             ordered=False,  # AppRecs carry no order and must not wait behind business messages in a lane
             expires_at=now + policy_for(self.core.settings.retry, receiver_her).ttl_s,
         )
@@ -236,7 +235,7 @@ class Receipts:
         envelope = judgement.envelope
         if envelope is None:
             raise Conflict(f"Message {message_id} cannot be read as a KITH message any more.")
-        me, role = _addressee_of(envelope, party)
+        me, role = self.core.router.answering(envelope, party)
         now = self.clock.now()
         follow_up = self.build(
             envelope,
@@ -251,21 +250,3 @@ class Receipts:
         )
         await self.store.add_apprec_for(message_id, follow_up, actor=actor, now=now)
         return follow_up[0].id
-
-
-def _addressee_of(envelope: Envelope, party: Party) -> tuple[Addressee, str]:
-    if envelope.receiver is not None and party.her_id in envelope.receiver.her_ids:
-        return envelope.receiver, "PRIM"
-    for copy in envelope.copies:
-        if party.her_id in copy.her_ids:
-            return copy, "COP"
-    return addressee_of(party), "PRIM"
-
-
-def addressee_of(party: Party) -> Addressee:
-    """A registered party as an AppRec names it: its organisation, and the party as a service under it."""
-    return Addressee(
-        party.organisation.name,
-        (Ident(party.organisation.her_id, "HER"),),
-        (Unit("service", party.name, (Ident(party.her_id, "HER"),)),),
-    )
