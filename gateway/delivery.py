@@ -1,8 +1,9 @@
 """The delivery worker: claims due deliveries, sends each through its channel, records the outcome.
 
-Channels: ``local`` (a receiver served by this hub: handed to the hub's own inbound pipeline, no
-transport, no protection), an adapter name (the packet is signed and encrypted, then sent), ``ehr:folder``
-/ ``ehr:callback`` (a received message handed to the local EHR), ``unroutable`` (dead at once).
+Every channel is a transport (gateway/transport.py) found by name: ``local`` (a receiver served by this
+hub), an adapter (``http``, ``edi2``, ...), ``ehr:folder`` / ``ehr:callback`` (a received message handed to
+the local EHR). A channel that carries CMS gets the message signed and encrypted first; one that carries
+plain XML gets the XML. A channel with no transport (``unroutable``) is dead at once.
 
 Failures are read from the exception (the error tree): retryable ones are rescheduled by the route's
 retry policy until its attempts or time to live run out; the rest are dead at once with their code.
@@ -19,7 +20,7 @@ import contextlib
 import random
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -37,17 +38,14 @@ from gateway.errors import (
 from gateway.log import get_logger
 from gateway.registry import Register
 from gateway.retry import RetryPolicy, policy_for
+from gateway.routing import Router
 from gateway.security.protection import MessageProtection
 from gateway.store.base import Claim, DeliveryState, Store
-from gateway.transport import InboundResult, Packet, Transport
+from gateway.transport import Packet, Transport
 
-__all__ = ["Breaker", "DeliveryWorker", "EhrHandoff"]
+__all__ = ["Breaker", "DeliveryWorker"]
 
 log = get_logger(__name__)
-
-#: Hands a received message to a local EHR (folder or callback); raises like a transport.
-EhrHandoff = Callable[[Claim], Awaitable[None]]
-LocalInbound = Callable[[Packet], Awaitable[InboundResult]]
 
 _TRANSPORT_ID = uuid.UUID("6f1c1f0e-3b1a-4c55-9a8e-5b9d3f2c7a10")
 
@@ -109,8 +107,7 @@ class DeliveryWorker:
         settings: Settings,
         protection: MessageProtection,
         transports: Mapping[str, Transport],
-        local_inbound: LocalInbound,
-        ehr: EhrHandoff,
+        router: Router,
         clock: Clock,
         owner: str | None = None,
         rng: random.Random | None = None,
@@ -120,8 +117,7 @@ class DeliveryWorker:
         self.settings = settings
         self.protection = protection
         self.transports = transports
-        self.local_inbound = local_inbound
-        self.ehr = ehr
+        self.router = router
         self.clock = clock
         self.owner = owner or f"worker-{uuid.uuid4().hex[:8]}"
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
@@ -269,36 +265,29 @@ class DeliveryWorker:
 
     async def _send(self, claim: Claim) -> None:
         d, m = claim.delivery, claim.message
-        if d.channel == "local":
-            packet = self._packet(claim, claim.payload, "application/xml", "")
-            result = await self.local_inbound(packet)
-            if result.retry_later:
-                raise TransportError(f"the local receiver asks to try again later: {result.message}")
-            if not result.accepted:
-                raise PermanentDeliveryError(result.message, apprec_code=result.code, condition=result.condition)
-            return
-        if d.channel.startswith("ehr:"):
-            await self.ehr(claim)
-            return
         transport = self.transports.get(d.channel)
-        party = self.register.get(d.receiver_her)
-        if transport is None or party is None or not party.endpoint:
-            raise NoRoute(f"No {d.channel} route to {d.receiver_her}: no adapter or endpoint is configured.")
+        if transport is None:
+            raise NoRoute(f"No {d.channel} channel reaches {d.receiver_her}: no such transport is configured.")
         if not claim.payload:
             raise PermanentDeliveryError(f"Message {m.id} has no document left to send (pruned).")
-        body = await asyncio.to_thread(
-            self.protection.protect,
-            claim.payload,
-            sender_her=m.sender_her or "",
-            receiver_her=d.receiver_her,
-            at=datetime.fromtimestamp(self.clock.now(), UTC),
-        )
-        packet = self._packet(claim, body, self.protection.content_type, party.endpoint)
+        body, content_type = claim.payload, "application/xml"
+        if transport.carries == "cms":
+            body = await asyncio.to_thread(
+                self.protection.protect,
+                claim.payload,
+                sender_her=m.sender_her or "",
+                receiver_her=d.receiver_her,
+                at=datetime.fromtimestamp(self.clock.now(), UTC),
+            )
+            content_type = self.protection.content_type
+        destination = self.router.for_delivery(d.receiver_her, d.channel).destination
+        packet = self._packet(claim, body, content_type, destination)
         try:
             await asyncio.wait_for(transport.send(packet), timeout=self.settings.delivery.send_timeout_s)
         except TimeoutError:
             raise TransportError(
-                f"{d.channel} send to {party.endpoint} timed out after {self.settings.delivery.send_timeout_s:g} s"
+                f"{d.channel} send to {destination or d.receiver_her} timed out after "
+                f"{self.settings.delivery.send_timeout_s:g} s"
             ) from None
 
     def _packet(self, claim: Claim, body: bytes, content_type: str, destination: str) -> Packet:
@@ -314,13 +303,17 @@ class DeliveryWorker:
             subject=claim.message.msg_type or "",
             application_timestamp=datetime.fromtimestamp(self.clock.now(), UTC),
             destination=destination,
+            reference=claim.message.id,
+            msg_id=claim.message.msg_id or "",
+            kind=claim.message.kind or "",
         )
 
     async def _succeeded(self, claim: Claim) -> None:
         d = claim.delivery
-        ehr = d.channel.startswith("ehr:")
-        state = DeliveryState.DELIVERED if ehr else DeliveryState.SENT
-        reason = f"handed to the EHR ({d.channel})" if ehr else f"sent via {d.channel} on attempt {d.attempts}"
+        transport = self.transports.get(d.channel)
+        completed = transport is not None and transport.completes
+        state = DeliveryState.DELIVERED if completed else DeliveryState.SENT
+        reason = f"handed to the EHR ({d.channel})" if completed else f"sent via {d.channel} on attempt {d.attempts}"
         recorded = await asyncio.shield(
             self.store.mark_sent(d.id, owner=self.owner, now=self.clock.now(), reason=reason, state=state)
         )

@@ -1,9 +1,11 @@
-"""Handing received messages to the local EHR: into its inbox folder, or by POST to its callback URL.
+"""Handing received messages to the local EHR - into its folder, or by POST to its callback URL - as two
+transports like any other (``ehr:folder``, ``ehr:callback``), so the delivery worker treats them alike.
 
 (The default, the inbox the EHR pulls from over the API, needs no handing over: the message waits in the
 store until the EHR acknowledges it.) Both hand-overs are at-least-once: a folder write is atomic and a
 callback is retried until the EHR answers 2xx, so the EHR must treat the gateway message id
-(``X-Gateway-Message-Id``) as its duplicate key.
+(``X-Gateway-Message-Id``, the packet's ``reference``) as its duplicate key. Both carry the XML itself:
+the channel stays inside the organisation.
 
 The EHR's folder is shared with the EHR, so it is written as a drop folder is (adapters/folder_fs.py): a
 folder that is a symbolic link is not entered, and a file already there under the message's name is
@@ -15,57 +17,67 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import aiohttp
 
 from adapters.folder_fs import atomic_write
 from gateway.errors import NoRoute, TransportError
-from gateway.registry import Register
-from gateway.store.base import Claim
+from gateway.transport import Packet, Transport, TransportContext
 
-__all__ = ["EhrDelivery"]
+__all__ = ["EhrCallback", "EhrFolder"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
-class EhrDelivery:
-    def __init__(self, register: Register, *, timeout_s: float = 30.0) -> None:
-        self.register = register
-        self.timeout_s = timeout_s
+class EhrFolder(Transport):
+    """Writes the message into the EHR's folder (the packet's destination) as ``<kind>-<id>.xml``."""
+
+    name = "ehr:folder"
+    carries = "plain"
+    completes = True
+
+    async def send(self, packet: Packet) -> None:
+        if not packet.destination:
+            raise NoRoute(f"HER-id {packet.to_her} has no EHR folder configured.")
+        folder = Path(packet.destination)
+        name = _SAFE.sub("_", f"{packet.kind or 'message'}-{packet.reference}.xml")
+        try:
+            await asyncio.to_thread(atomic_write, folder, name, packet.body)
+        except FileExistsError as exc:
+            raise TransportError(f"Cannot write {name} to the EHR folder {folder}: {exc.strerror}.") from exc
+        except OSError as exc:
+            raise TransportError(f"Cannot write to the EHR folder {folder}: {exc.strerror or exc}.") from exc
+
+
+class EhrCallback(Transport):
+    """POSTs the message to the EHR's callback URL (the packet's destination); 2xx means the EHR has it."""
+
+    name = "ehr:callback"
+    carries = "plain"
+    completes = True
+
+    def __init__(self, context: TransportContext | None = None) -> None:
+        super().__init__(context)
         self._session: aiohttp.ClientSession | None = None
 
-    async def __call__(self, claim: Claim) -> None:
-        party = self.register.get(claim.delivery.receiver_her)
-        if party is None:
-            raise NoRoute(f"{claim.delivery.receiver_her} is no longer in the register.")
-        if claim.delivery.channel == "ehr:folder" and party.folder is not None:
-            name = _SAFE.sub("_", f"{claim.message.kind or 'message'}-{claim.message.id}.xml")
-            try:
-                await asyncio.to_thread(atomic_write, party.folder, name, claim.payload)
-            except FileExistsError as exc:
-                raise TransportError(f"Cannot write {name} to the EHR folder {party.folder}: {exc.strerror}.") from exc
-            except OSError as exc:
-                raise TransportError(f"Cannot write to the EHR folder {party.folder}: {exc.strerror or exc}.") from exc
-            return
-        if claim.delivery.channel == "ehr:callback" and party.callback_url:
-            await self._post(party.callback_url, claim)
-            return
-        raise NoRoute(f"{party.display} has no {claim.delivery.channel.removeprefix('ehr:')} configured.")
-
-    async def _post(self, url: str, claim: Claim) -> None:
+    async def send(self, packet: Packet) -> None:
+        url = packet.destination
+        if not url:
+            raise NoRoute(f"HER-id {packet.to_her} has no EHR callback configured.")
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
-        m = claim.message
+            timeout = aiohttp.ClientTimeout(total=self.context.send_timeout_s)
+            self._session = aiohttp.ClientSession(timeout=timeout)
         headers = {
             "Content-Type": "application/xml",
-            "X-Gateway-Message-Id": m.id,
-            "X-Msg-Id": m.msg_id or "",
-            "X-Kind": m.kind or "",
-            "X-From-Her-Id": m.sender_her or "",
-            "X-To-Her-Id": claim.delivery.receiver_her,
+            "X-Gateway-Message-Id": packet.reference,
+            "X-Msg-Id": packet.msg_id,
+            "X-Kind": packet.kind,
+            "X-From-Her-Id": packet.from_her,
+            "X-To-Her-Id": packet.to_her,
         }
         try:
-            async with self._session.post(url, data=claim.payload, headers=headers, allow_redirects=False) as response:
+            async with self._session.post(url, data=packet.body, headers=headers, allow_redirects=False) as response:
                 if 200 <= response.status < 300:
                     return
                 raise TransportError(f"The EHR callback {url} answered {response.status}.")

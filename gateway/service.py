@@ -19,8 +19,9 @@ from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.core import Core, build_core
 from gateway.delivery import DeliveryWorker
-from gateway.ehr import EhrDelivery
+from gateway.ehr import EhrCallback, EhrFolder
 from gateway.errors import ConfigError, GatewayError
+from gateway.local import LocalTransport
 from gateway.log import get_logger
 from gateway.pipeline.inbound import InboundPipeline
 from gateway.pipeline.outbound import Client, OutboundPipeline
@@ -29,13 +30,28 @@ from gateway.registry import Register
 from gateway.scheduler import Housekeeping, guarded, start_scheduler
 from gateway.security.devpki import ensure_dev_pki
 from gateway.security.protection import MessageProtection, NoProtection, build_protection
-from gateway.store.base import MessageRecord
+from gateway.store.base import MessageRecord, Store
 from gateway.store.sqlite import SqliteStore
 from gateway.transport import InboundResult, Packet, Transport, TransportContext
 
 __all__ = ["Gateway"]
 
 log = get_logger(__name__)
+
+
+class StoreState:
+    """An adapter's durable state (:class:`~gateway.transport.TransportState`) in the store's meta table,
+    under a prefix of its own - shared by every gateway process on the store."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = prefix
+
+    async def get(self, key: str) -> str | None:
+        return await self.store.get_meta(self.prefix + key)
+
+    async def set(self, key: str, value: str) -> None:
+        await self.store.set_meta(self.prefix + key, value)
 
 
 class Gateway:
@@ -89,7 +105,6 @@ class Gateway:
         self.receipts = Receipts(self.core, self.store, self.clock)
         self.inbound = InboundPipeline(self.core, self.store, self.protection, self.receipts, self.clock)
         self.outbound = OutboundPipeline(self.core, self.store, self.clock)
-        self.ehr = EhrDelivery(self.register, timeout_s=settings.delivery.send_timeout_s)
         self.housekeeping = Housekeeping(self.store, self.protection, settings, self.clock)
         # CRLs given as URLs are fetched before the first message needs them, not an hour later
         await guarded("crls", self.housekeeping.crls)()
@@ -99,8 +114,7 @@ class Gateway:
             settings=settings,
             protection=self.protection,
             transports=self.transports,
-            local_inbound=self._local_inbound,
-            ehr=self.ehr,
+            router=self.core.router,
             clock=self.clock,
             owner=self._worker_owner,
             rng=self._rng,
@@ -115,27 +129,48 @@ class Gateway:
         return build_protection(self.settings, self.register)
 
     async def _start_transports(self) -> None:
-        names = {p.adapter for p in self.register.remote_parties if p.adapter} | set(self.settings.adapters)
-        options = {**self.settings.adapters, **(self._adapter_options or {})}
+        """Every channel a delivery can take: the adapters the register and the settings name, the default
+        route's, and the gateway's own hand-overs (local parties, the EHRs' folders and callbacks)."""
+        settings = self.settings
+        names = {p.adapter for p in self.register.remote_parties if p.adapter} | set(settings.adapters)
+        if settings.routing.default_adapter:
+            names.add(settings.routing.default_adapter)
+        options = {**settings.adapters, **(self._adapter_options or {})}
+        local_her_ids = tuple(p.her_id for p in self.register.local_parties)
+        own = {
+            "local": LocalTransport(self._receive_local, self._context({})),
+            "ehr:folder": EhrFolder(self._context({})),
+            "ehr:callback": EhrCallback(self._context({})),
+        }
+        for name, transport in own.items():
+            self.transports[name] = transport
         for name in sorted(names):
-            context = TransportContext(
+            context = self._context(
                 # the message cap, for adapters that must refuse a body before reading it (folder)
-                options={"max_bytes": self.settings.schemas.max_message_bytes, **options.get(name, {})},
-                data_dir=str(self.settings.data_dir),
-                send_timeout_s=self.settings.delivery.send_timeout_s,
+                {"max_bytes": settings.schemas.max_message_bytes, **options.get(name, {})},
+                local_her_ids=local_her_ids,
+                state=StoreState(self.store, f"adapter:{name}:"),
             )
             transport = adapter_class(name)(context)
-            await transport.start(self._handler_for(name))
+            await transport.start(self._handler_for(name, plain=transport.carries == "plain"))
             self.transports[name] = transport
 
-    def _handler_for(self, adapter: str) -> Any:
+    def _context(self, options: Mapping[str, Any], **more: Any) -> TransportContext:
+        return TransportContext(
+            options=options,
+            data_dir=str(self.settings.data_dir),
+            send_timeout_s=self.settings.delivery.send_timeout_s,
+            **more,
+        )
+
+    def _handler_for(self, adapter: str, *, plain: bool) -> Any:
         async def handle(packet: Packet) -> InboundResult:
-            return await self.receive(packet, via=adapter)
+            return await self.receive(packet, via=adapter, plain=plain)
 
         return handle
 
-    async def _local_inbound(self, packet: Packet) -> InboundResult:
-        return await self.receive(packet, via="local", local=True)
+    async def _receive_local(self, packet: Packet) -> InboundResult:
+        return await self.receive(packet, via="local", plain=True)
 
     # -- what the API, the adapters and the harness call ----------------------------------------------
 
@@ -144,8 +179,10 @@ class Gateway:
         self.worker.notify()
         return record, created
 
-    async def receive(self, packet: Packet, *, via: str, local: bool = False) -> InboundResult:
-        result = await self.inbound.receive(packet, via=via, local=local)
+    async def receive(self, packet: Packet, *, via: str, plain: bool = False) -> InboundResult:
+        """A packet from a channel: ``plain`` when the channel carries the XML itself (nothing to decrypt
+        or verify here: the hub's own hand-over, or NHN's Meldingstjener, which verified it)."""
+        result = await self.inbound.receive(packet, via=via, plain=plain)
         if result.accepted:
             self.worker.notify()  # an EHR hand-over or an AppRec may be waiting
         return result
@@ -201,7 +238,5 @@ class Gateway:
         self._tasks.clear()
         for transport in self.transports.values():
             await transport.aclose()
-        if hasattr(self, "ehr"):
-            await self.ehr.aclose()
         if hasattr(self, "store"):
             await self.store.close()

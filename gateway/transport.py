@@ -42,16 +42,20 @@ MAX_RETRY_AFTER_S = 24 * 3600.0
 
 @dataclass(frozen=True)
 class Packet:
-    """One message on the wire, with NHN's AMQP routing metadata."""
+    """One message on the wire, with NHN's AMQP routing metadata - and, for the channels that need them, the
+    gateway's own references (never put on NHN's wire by the adapters that speak it)."""
 
     body: bytes
-    message_id: str  # transport message id (one per delivery; stays the same on retries)
+    message_id: str  # transport message id (a new one for each attempt, HITS 1216 §2.2.5; the MsgId stays)
     from_her: str
     to_her: str
     content_type: str
     subject: str  # the 8279 Type of the message inside
     application_timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
     destination: str = ""  # where the adapter sends it: a URL, a folder, a memory address
+    reference: str = ""  # the gateway's id of the message: the same on every attempt (an EHR's duplicate key)
+    msg_id: str = ""  # the KITH MsgId of the message inside
+    kind: str = ""  # its catalog kind (e.g. epikrise-1.2)
 
     def headers(self) -> dict[str, str]:
         """The metadata as HTTP-style headers (the http adapter and the folder sidecar use these)."""
@@ -180,6 +184,8 @@ class Transport:
 
     name: ClassVar[str] = ""
     carries: ClassVar[Literal["cms", "plain"]] = "cms"
+    #: a successful send completes the delivery (a hand-over to the EHR: nothing answers it with an AppRec)
+    completes: ClassVar[bool] = False
 
     def __init__(self, context: TransportContext | None = None) -> None:
         self.context = context or TransportContext()

@@ -10,7 +10,6 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,12 +18,11 @@ from structlog.testing import capture_logs
 from adapters.folder import atomic_write
 from adapters.folder_fs import read_regular
 from gateway.clock import ManualClock
-from gateway.config import PROJECT_ROOT, DropFolderSettings
-from gateway.ehr import EhrDelivery
+from gateway.config import DropFolderSettings
+from gateway.ehr import EhrFolder
 from gateway.errors import MessageTooLarge, TransportError
-from gateway.registry import load_register
 from gateway.service import Gateway
-from gateway.transport import InboundResult, Packet
+from gateway.transport import InboundResult, Packet, TransportContext
 
 from .region import settings_for
 from .test_folder import filed, filed_as, watcher
@@ -334,17 +332,20 @@ class TestSizeBeforeReading:
 
 
 class TestEhrFolder:
-    def delivery(self, folder: Path) -> tuple[EhrDelivery, Any]:
-        base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
-        gp = base.get("7102001")
-        assert gp is not None
-        register = base.replaced([dataclasses.replace(gp, delivery="folder", folder=folder)])
-        claim = SimpleNamespace(
-            delivery=SimpleNamespace(receiver_her="7102001", channel="ehr:folder"),
-            message=SimpleNamespace(kind="epikrise-1.2", id="m-1"),
-            payload=b"<epikrise/>",
+    def delivery(self, folder: Path) -> tuple[Any, Packet]:
+        """The EHR folder transport and the packet the worker hands it for the GP's folder."""
+        packet = Packet(
+            b"<epikrise/>",
+            "t-1",
+            "7200101",
+            "7102001",
+            "application/xml",
+            "EPIKRISE",
+            destination=str(folder),
+            reference="m-1",
+            kind="epikrise-1.2",
         )
-        return EhrDelivery(register), claim
+        return EhrFolder(TransportContext()).send, packet
 
     async def test_a_linked_ehr_folder_is_a_transport_error(self, tmp_path: Path) -> None:
         """The EHR's inbox replaced by a link: not entered, a transport error (retried), nothing written."""

@@ -64,22 +64,23 @@ class InboundPipeline:
         self.receipts = receipts
         self.clock = clock
 
-    async def receive(self, packet: Packet, *, via: str, local: bool = False) -> InboundResult:
-        """Handle one packet from a transport (``local``: handed over inside the hub, not protected).
+    async def receive(self, packet: Packet, *, via: str, plain: bool = False) -> InboundResult:
+        """Handle one packet from a transport (``plain``: the channel carries the XML itself - the hub's own
+        hand-over, or NHN's Meldingstjener, which has verified it - so there is nothing to decrypt or verify).
 
         A packet that does not verify is answered no sooner than ``security.unverified_answer_s`` after it
         arrived: the work done on it differs with how far it got (a padding that fails at once, or a parse
         and a signature check), and the answer must not tell which by its timing."""
         started = asyncio.get_running_loop().time()
-        result = await self._receive_or_refuse(packet, via=via, local=local)
+        result = await self._receive_or_refuse(packet, via=via, plain=plain)
         if result.event == UnverifiedPacket.event:
             floor = self.core.settings.security.unverified_answer_s
             await asyncio.sleep(max(0.0, started + floor - asyncio.get_running_loop().time()))
         return result
 
-    async def _receive_or_refuse(self, packet: Packet, *, via: str, local: bool) -> InboundResult:
+    async def _receive_or_refuse(self, packet: Packet, *, via: str, plain: bool) -> InboundResult:
         try:
-            return await self._receive(packet, via=via, local=local)
+            return await self._receive(packet, via=via, plain=plain)
         except GatewayError as exc:  # a temporary problem on our side (CRL offline, store busy): peer keeps it
             log.warning(
                 "inbound.retry_later" if exc.retryable else "transport.refused",
@@ -90,10 +91,10 @@ class InboundPipeline:
             )
             return InboundResult.refused(exc)
 
-    async def _receive(self, packet: Packet, *, via: str, local: bool) -> InboundResult:
+    async def _receive(self, packet: Packet, *, via: str, plain: bool) -> InboundResult:
         now = self.clock.now()
         content, untrusted = packet.body, None
-        if not local:
+        if not plain:
             try:
                 verified = await asyncio.to_thread(
                     self.protection.unprotect,
