@@ -35,6 +35,7 @@ _BUILT_IN = {
     "memory": "adapters.memory:MemoryTransport",
     "http": "adapters.http:HttpTransport",
     "folder": "adapters.folder:FolderTransport",
+    "edi2": "adapters.edi2.transport:Edi2Transport",
 }
 
 

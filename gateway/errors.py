@@ -34,7 +34,9 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
     │   ├── KeyUnavailable            retryable: this gateway lacks a key or certificate it needs
     │   └── SpoofingDetected          signer is not the claimed sender
     ├── DeliveryError                 handing a packet to a transport
-    │   ├── TransportError            retryable: peer down, timeout, 5xx
+    │   ├── TransportError            retryable: peer down, timeout, 5xx (with the peer's Retry-After)
+    │   │   ├── NotAuthorized         retryable, an operator's fix: NHN's 403 for a HER-id
+    │   │   └── ChannelLocked         the route is paused: NHN's 423 (another client holds the HER-id)
     │   └── PermanentDeliveryError    not retryable: the peer refused the packet for good
     │       └── NoRoute               no adapter/endpoint for the receiver
     ├── RequestError                  an API call that cannot be served (HTTP 4xx)
@@ -60,6 +62,7 @@ __all__ = [
     "CertificateKeyUsage",
     "CertificateRevoked",
     "CertificateUntrusted",
+    "ChannelLocked",
     "ClientGone",
     "ConfigError",
     "Conflict",
@@ -77,6 +80,7 @@ __all__ = [
     "MetadataMismatch",
     "MissingField",
     "NoRoute",
+    "NotAuthorized",
     "NotFound",
     "NotWellFormed",
     "PatientNotIdentified",
@@ -337,6 +341,22 @@ class TransportError(DeliveryError):
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class NotAuthorized(TransportError):
+    """The peer's network does not let this gateway act for that HER-id (NHN's 403 "Not authorized for
+    HerId(s)"): a configuration an operator must fix - in HelseID's delegation or the Adresseregister.
+    Retried, so messages flow again once it is fixed; logged as an error."""
+
+    event = "delivery.not_authorized"
+
+
+class ChannelLocked(TransportError):
+    """Another client holds the channel for that HER-id (NHN's 423 Locked: another HelseID client has the
+    HER-id's configuration locked). The route is paused - an operator decides which client is to serve it."""
+
+    event = "delivery.channel_locked"
+    pauses_route: ClassVar[bool] = True
 
 
 class PermanentDeliveryError(DeliveryError):

@@ -18,7 +18,7 @@ from typing import Protocol
 from gateway.config import Settings
 from gateway.errors import GatewayError, MetadataMismatch, UnknownReceiver
 from gateway.model.envelope import Addressee, Envelope, Ident, Unit
-from gateway.registry import Party, Register
+from gateway.registry import Organisation, Party, Register
 from gateway.retry import policy_for
 from gateway.store.base import DeliveryState, NewDelivery
 from gateway.validation import rules
@@ -156,6 +156,25 @@ class Router:
             if refusal is not None:
                 raise UnknownReceiver(f"The {who} cannot be reached: {refusal}")
         return route
+
+    # -- who sent a received message -------------------------------------------------------------------
+
+    def sender(self, her_ids: Iterable[str], transport_sender: str, via: str) -> Party | None:
+        """The party a received message is from: the one party of the register its sender's HER-ids name -
+        or, over the default route's channel (which vouches for the sender: NHN authenticates it), a party
+        outside the register, named by the transport's sender HER-id. None when it cannot be told (or the
+        chain names one of ours inconsistently)."""
+        ids = list(her_ids)
+        party = self.register.attribute(ids)
+        if party is not None:
+            return party
+        if not (via and via == self.default_adapter and _is_her_id(transport_sender) and transport_sender in ids):
+            return None
+        if any(self.register.get(i) or self.register.organisation(i) for i in ids):
+            return None  # one of ours named beside an outsider: not for the default route to vouch for
+        organisation = next((i for i in ids if i != transport_sender), "")
+        return Party(transport_sender, f"HER-id {transport_sender}", "remote", Organisation(organisation, ""),
+                     local=False, adapter=via)  # fmt: skip
 
     # -- AppRecs: back to the original's sender ------------------------------------------------------
 

@@ -150,10 +150,13 @@ class Gateway:
                 {"max_bytes": settings.schemas.max_message_bytes, **options.get(name, {})},
                 local_her_ids=local_her_ids,
                 state=StoreState(self.store, f"adapter:{name}:"),
+                reports=self.receipts,
             )
             transport = adapter_class(name)(context)
             await transport.start(self._handler_for(name, plain=transport.carries == "plain"))
             self.transports[name] = transport
+            if name == settings.routing.default_adapter and transport.directory is not None:
+                self.core.router.directory = transport.directory  # E21 at submit from the national register
 
     def _context(self, options: Mapping[str, Any], **more: Any) -> TransportContext:
         return TransportContext(

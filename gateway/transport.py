@@ -15,17 +15,21 @@ found by name through :mod:`adapters.base`) and the gateway's own hand-overs imp
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from gateway.errors import GatewayError
 
+if TYPE_CHECKING:
+    from gateway.routing import Directory
+
 __all__ = [
     "MAX_RETRY_AFTER_S",
+    "DeliveryReports",
     "InboundHandler",
     "InboundResult",
     "MemoryState",
@@ -147,6 +151,22 @@ class TransportState(Protocol):
     async def set(self, key: str, value: str) -> None: ...
 
 
+class DeliveryReports(Protocol):
+    """What a transport learns of a delivery's fate after ``send`` returned, told to the gateway: NHN's
+    Meldingstjener reports the ebXML transport state and the AppRec it got (status and 8221 errors) for a
+    message it took. ``reference`` is the packet's (the gateway's message id), ``receiver_her`` its receiver."""
+
+    async def transport_refused(self, reference: str, receiver_her: str, reason: str) -> None:
+        """The far end refused or abandoned it: the delivery is dead, with ``reason``."""
+        ...
+
+    async def receipt(
+        self, reference: str, receiver_her: str, status: str, errors: Sequence[tuple[str, str]]
+    ) -> None:
+        """The receiver's AppRec as the transport reports it (no AppRec document reaches the gateway)."""
+        ...
+
+
 class MemoryState:
     """:class:`TransportState` in memory, for adapters built outside a gateway (tools, tests)."""
 
@@ -171,6 +191,7 @@ class TransportContext:
     send_timeout_s: float = 30.0
     local_her_ids: tuple[str, ...] = ()
     state: TransportState = field(default_factory=MemoryState)
+    reports: DeliveryReports | None = None
 
 
 class Transport:
@@ -186,6 +207,9 @@ class Transport:
     carries: ClassVar[Literal["cms", "plain"]] = "cms"
     #: a successful send completes the delivery (a hand-over to the EHR: nothing answers it with an AppRec)
     completes: ClassVar[bool] = False
+    #: a channel that reaches HER-ids outside the register may know which exist (NHN's Adresseregister):
+    #: the routing asks it at submit when this channel is the default route
+    directory: Directory | None = None
 
     def __init__(self, context: TransportContext | None = None) -> None:
         self.context = context or TransportContext()

@@ -115,7 +115,7 @@ class InboundPipeline:
             return await self._refuse(packet, via, judgement.error, now)
         if envelope.sender is None or not envelope.sender.her_ids:
             return await self._misaddressed(packet, via, envelope, content, now, "names no sender HER-id to answer")
-        sender = self.core.register.attribute(envelope.sender.her_ids)
+        sender = self.core.router.sender(envelope.sender.her_ids, packet.from_her, via)
         if sender is None or (packet.from_her and sender.her_id != packet.from_her):
             who = f"party {sender.her_id}" if sender else "no one party of the register"
             spoof = SpoofingDetected(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from gateway.clock import Clock
@@ -215,6 +216,30 @@ class Receipts:
                 **fields,
             )
         return InboundResult(True, reference=record.id)
+
+    # -- in, as a transport reports it (NHN's Meldingstjener: DeliveryReports) ------------------------------
+
+    async def receipt(self, reference: str, receiver_her: str, status: str, errors: Sequence[tuple[str, str]]) -> None:
+        """The receiver's AppRec as its transport reports it: settles the delivery as an AppRec would."""
+        now = self.clock.now()
+        if status not in _OUTCOME:
+            log.warning("apprec.unreadable_status", code="apprec.unreadable_status", message_id=reference)
+            return
+        outcome = AppRecOutcome(status, tuple(errors), "", now)
+        if await self.store.settle_delivery(reference, receiver_her, outcome, now=now):
+            log.info("apprec.received", message_id=reference, receiver=receiver_her, status=status, via="transport")
+        else:
+            log.warning("apprec.unmatched", code="apprec.unmatched", message_id=reference, receiver=receiver_her)
+
+    async def transport_refused(self, reference: str, receiver_her: str, reason: str) -> None:
+        """The far end refused or abandoned what its transport had taken: the delivery is dead."""
+        view = await self.store.get(reference)
+        delivery = next((d for d in view.deliveries if d.receiver_her == receiver_her), None) if view else None
+        if delivery is None:
+            return
+        now = self.clock.now()
+        if await self.store.mark_dead(delivery.id, owner=None, now=now, code="delivery.refused", error=reason):
+            log.error("delivery.dead", code="delivery.refused", message_id=reference, receiver=receiver_her)
 
     async def ehr_decides(self, message_id: str, *, status: str, errors: tuple[AppRecError, ...], actor: str) -> str:
         """The EHR's verdict on a received message (``apprec = "ehr"``): build, queue and return its AppRec id."""

@@ -309,6 +309,10 @@ class Store(Protocol):
         """Store a received AppRec and settle the delivery it answers: (record, matched message id, created)."""
         ...
 
+    async def settle_delivery(self, message_id: str, receiver_her: str, outcome: AppRecOutcome, *, now: float) -> bool:
+        """Settle a delivery with the AppRec outcome its transport reported (no AppRec document came)."""
+        ...
+
     async def add_apprec_for(
         self, message_id: str, follow_up: tuple[NewMessage, Sequence[NewDelivery]], *, actor: str, now: float
     ) -> None:

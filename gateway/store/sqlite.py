@@ -343,6 +343,9 @@ class SqliteStore:
             now=now,
         )
 
+    async def settle_delivery(self, message_id: str, receiver_her: str, outcome: AppRecOutcome, *, now: float) -> bool:
+        return await self._in_tx(receipts.settle_delivery, message_id, receiver_her, outcome, now=now)
+
     async def add_apprec_for(
         self, message_id: str, follow_up: tuple[NewMessage, Sequence[NewDelivery]], *, actor: str, now: float
     ) -> None:

@@ -26,6 +26,7 @@ __all__ = [
     "inbox",
     "mark_overdue",
     "mark_receipt_warnings",
+    "settle_delivery",
 ]
 
 _OUTCOME = {"1": DeliveryState.ACKNOWLEDGED, "2": DeliveryState.REJECTED, "3": DeliveryState.ACKNOWLEDGED_WITH_ERRORS}
@@ -65,38 +66,60 @@ def apply_apprec(
     stored = NewMessage(**{**message.__dict__, "state": state, "apprec_of": matched})
     record = insert_message(db, stored, [], now)
     if row is not None and outcome is not None:
-        new_state = _OUTCOME[outcome.status]
-        codes = ", ".join(f"{code} {text}".strip() for code, text in outcome.errors)
-        if row["state"] in _WAITING:
-            db.execute(
-                """UPDATE deliveries SET state = ?, apprec_status = ?, apprec_errors = ?, apprec_message_id = ?,
-                   apprec_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
-                (
-                    str(new_state),
-                    outcome.status,
-                    json.dumps([list(e) for e in outcome.errors]),
-                    record.id,
-                    now,
-                    now,
-                    row["id"],
-                ),
-            )
-            reason = f"AppRec status {outcome.status} from {row['receiver_her']}" + (f": {codes}" if codes else "")
-        else:
-            new_state = DeliveryState(row["state"])
-            reason = f"another AppRec from {row['receiver_her']} (status {outcome.status}) after it was settled"
-        trace(
-            db,
-            row["message_id"],
-            now,
-            str(new_state),
-            f"apprec.{_OUTCOME[outcome.status]}",
-            reason,
-            delivery_id=row["id"],
-            detail={"apprec_message_id": record.id},
-        )
-        refresh_summary(db, row["message_id"], now)
+        _settle(db, row, outcome, now, apprec_ref=record.id)
     return record, matched, True
+
+
+def settle_delivery(
+    db: sqlite3.Connection, message_id: str, receiver_her: str, outcome: AppRecOutcome, *, now: float
+) -> bool:
+    """Settle the delivery of ``message_id`` to ``receiver_her`` with an AppRec outcome the transport
+    reported (NHN's AppRec info) instead of an AppRec document; False when there is no such delivery."""
+    row = db.execute(
+        "SELECT * FROM deliveries WHERE message_id = ? AND receiver_her = ? ORDER BY id DESC LIMIT 1",
+        (message_id, receiver_her),
+    ).fetchone()
+    if row is None:
+        return False
+    _settle(db, row, outcome, now, apprec_ref=outcome.apprec_message_id or None)
+    return True
+
+
+def _settle(
+    db: sqlite3.Connection, row: sqlite3.Row, outcome: AppRecOutcome, now: float, *, apprec_ref: str | None
+) -> None:
+    """A delivery's AppRec outcome: the state (if it still waits for one), the status and errors, a trace line."""
+    new_state = _OUTCOME[outcome.status]
+    codes = ", ".join(f"{code} {text}".strip() for code, text in outcome.errors)
+    if row["state"] in _WAITING:
+        db.execute(
+            """UPDATE deliveries SET state = ?, apprec_status = ?, apprec_errors = ?, apprec_message_id = ?,
+               apprec_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
+            (
+                str(new_state),
+                outcome.status,
+                json.dumps([list(e) for e in outcome.errors]),
+                apprec_ref,
+                now,
+                now,
+                row["id"],
+            ),
+        )
+        reason = f"AppRec status {outcome.status} from {row['receiver_her']}" + (f": {codes}" if codes else "")
+    else:
+        new_state = DeliveryState(row["state"])
+        reason = f"another AppRec from {row['receiver_her']} (status {outcome.status}) after it was settled"
+    trace(
+        db,
+        row["message_id"],
+        now,
+        str(new_state),
+        f"apprec.{_OUTCOME[outcome.status]}",
+        reason,
+        delivery_id=row["id"],
+        detail={"apprec_message_id": apprec_ref} if apprec_ref else None,
+    )
+    refresh_summary(db, row["message_id"], now)
 
 
 def add_apprec_for(

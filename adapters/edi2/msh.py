@@ -1,0 +1,328 @@
+"""A client of NHN's Meldingstjener REST API ("EDI 2.0"), API version 3 and the v2 profile.
+
+Every call carries the required headers (``api-version``, ``nhn-source-system``) and HelseID's DPoP-bound
+access token with a fresh proof (adapters/edi2/helseid.py). A 401 that asks for a DPoP nonce is answered
+with one, any other 401 with one token refresh; then the call is tried once more. NHN's answers become the
+gateway's own errors (docs/edi2.md has the table):
+
+* 400 (validation) - :class:`~gateway.errors.PermanentDeliveryError` carrying NHN's validation errors;
+* 403 "Not authorized for HerId(s)" - :class:`~gateway.errors.NotAuthorized` (retried; logged as a
+  configuration error an operator must fix in HelseID or the Adresseregister);
+* 423 Locked (another HelseID client holds the HER-id) - :class:`~gateway.errors.ChannelLocked`, which
+  pauses the route;
+* 429 and 5xx, and the network - :class:`~gateway.errors.TransportError` with NHN's ``Retry-After``.
+
+Both error formats are read: v3's problem details and v2's ``ErrorMessage``. Unknown JSON fields are
+ignored everywhere (NHN adds fields).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from adapters.edi2.helseid import HelseIdClient, nonce_challenge
+from gateway.errors import ChannelLocked, NotAuthorized, PermanentDeliveryError, TransportError
+from gateway.transport import retry_after
+
+__all__ = ["MAX_REQUEST_BYTES", "MshClient", "Notification", "SentStatus"]
+
+#: NHN's limit on one request (the business document travels base64 inside JSON).
+MAX_REQUEST_BYTES = 35 * 1024 * 1024
+
+ApiVersion = Literal["2", "3"]
+_CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0)
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One entry of v3's global notification log (offsets grow with gaps; redelivery is normal)."""
+
+    offset: int
+    type: str
+    related_message_id: str
+    receiver_her: str
+    notification_id: str = ""
+    description: str = ""
+
+    @classmethod
+    def of(cls, data: Mapping[str, Any]) -> Notification:
+        return cls(
+            offset=int(data["offset"]),
+            type=str(data.get("type", "")),
+            related_message_id=str(data.get("relatedMessageId", "")),
+            receiver_her=str(data.get("notificationReceiverHerId", "")),
+            notification_id=str(data.get("notificationId", "")),
+            description=str(data.get("description") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class SentStatus:
+    """What NHN knows of a message we sent, for one receiver: the ebXML transport state and the AppRec."""
+
+    receiver_her: str
+    transport_state: str  # Unconfirmed | Acknowledged | Rejected | Abandoned
+    apprec_status: str | None = None  # 1 | 2 | 3 (KITH 8258), None until an AppRec came
+    apprec_errors: tuple[tuple[str, str], ...] = ()
+
+
+_APPREC_STATUS = {"Ok": "1", "Rejected": "2", "OkErrorInMessagePart": "3", "1": "1", "2": "2", "3": "3"}
+
+
+class MshClient:
+    def __init__(
+        self,
+        base_url: str,
+        helseid: HelseIdClient,
+        *,
+        session: aiohttp.ClientSession,
+        api_version: ApiVersion = "3",
+        source_system: str = "sio-gateway",
+        application: tuple[str, str] = ("sio-gateway", "0"),
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.helseid = helseid
+        self.session = session
+        self.api_version = api_version
+        self.source_system = source_system
+        self.application = application
+
+    # -- v3 -------------------------------------------------------------------------------------------
+
+    async def configure(self, her_ids: Sequence[str], *, client_locked: bool) -> None:
+        """``PUT /mshconfigurations``: every local HER-id served through NHN, declared at start."""
+        configurations = [
+            {"herId": int(h), "receiveNotificationChannel": "Api", "clientLocked": client_locked} for h in her_ids
+        ]
+        await self._call("PUT", "/mshconfigurations", json_body={"configurations": configurations})
+
+    async def send(self, *, sender_her: str, receiver_hers: Sequence[str], msg_type: str, xml: bytes) -> str:
+        """``POST /messages`` (v3) or ``POST /Messages`` (v2): the business document, plain UTF-8 XML in
+        base64; returns NHN's message id."""
+        document = base64.b64encode(xml).decode("ascii")
+        if self.api_version == "3":
+            body: dict[str, Any] = {
+                "businessDocument": document,
+                "contentType": "application/xml",
+                "contentTransferEncoding": "base64",
+                "senderHerId": int(sender_her),
+                "receiverHerIds": [int(h) for h in receiver_hers],
+                "messageTypeIdentificator": msg_type,
+                "applicationName": self.application[0],
+                "applicationVersion": self.application[1],
+            }
+            answer = await self._call("POST", "/messages", json_body=body)
+            return str(answer["id"])
+        body = {
+            "businessDocument": document,
+            "contentType": "application/xml",
+            "contentTransferEncoding": "base64",
+            "receiverHerIdsSubset": [int(h) for h in receiver_hers],
+            "ebXmlOverrides": {"applicationName": self.application[0], "applicationVersion": self.application[1]},
+        }
+        answer = await self._call("POST", "/Messages", json_body=body)
+        return str(answer).strip('"')  # a JSON string, quotes and all (KS strips them too)
+
+    async def notifications(self, her_ids: Sequence[str], *, offset: int, count: int = 100) -> list[Notification]:
+        params = [("HerIds", h) for h in her_ids] + [("Offset", str(offset)), ("NotificationsToFetch", str(count))]
+        answer = await self._call("GET", "/notifications", params=params)
+        return [Notification.of(n) for n in answer.get("notifications", [])]
+
+    async def stream(self, her_ids: Sequence[str], *, offset: int | None) -> AsyncIterator[Notification]:
+        """``GET /notifications/stream`` (SSE): the notifications as they come, from ``offset`` (or the
+        tail); ends when NHN ends the stream or the connection drops."""
+        params = [("HerIds", h) for h in her_ids] + ([("Offset", str(offset))] if offset is not None else [])
+        url = f"{self.base_url}/notifications/stream"
+        opened = await self._open("GET", url, params=params, accept="text/event-stream", streaming=True)
+        async with opened as response:
+            await self._raise_for(response)
+            if response.status == 204:
+                return
+            event, data = "", []
+            async for raw in response.content:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip())
+                elif not line:
+                    if event == "notification" and data:
+                        yield Notification.of(json.loads("\n".join(data)))
+                    event, data = "", []
+
+    async def downloaded(self, message_id: str, receiver_her: str) -> None:
+        """Mark a received message as taken: v3 ``PUT downloaded``, v2 ``PUT read/{herId}``."""
+        if self.api_version == "3":
+            body = {"receiverHerId": int(receiver_her)}
+            await self._call("PUT", f"/messages/{message_id}/downloaded", json_body=body)
+        else:
+            await self._call("PUT", f"/Messages/{message_id}/read/{receiver_her}")
+
+    # -- both versions ----------------------------------------------------------------------------------
+
+    async def unread(self, receiver_hers: Sequence[str], *, count: int = 100) -> list[tuple[str, str]]:
+        """v2: the unread messages for our HER-ids as (message id, receiver HER-id)."""
+        params = [("ReceiverHerIds", h) for h in receiver_hers] + [("MessagesToFetch", str(min(count, 100)))]
+        answer = await self._call("GET", "/Messages", params=params)
+        return [(str(m["id"]), str(m.get("receiverHerId", ""))) for m in answer]
+
+    async def message(self, message_id: str) -> dict[str, Any]:
+        path = f"/messages/{message_id}" if self.api_version == "3" else f"/Messages/{message_id}"
+        answer: dict[str, Any] = await self._call("GET", path)
+        return answer
+
+    async def business_document(self, message_id: str) -> bytes:
+        prefix = "/messages" if self.api_version == "3" else "/Messages"
+        answer = await self._call("GET", f"{prefix}/{message_id}/business-document")
+        return base64.b64decode(answer["businessDocument"], validate=True)
+
+    async def status(self, message_id: str) -> list[SentStatus]:
+        """The transport state and AppRec of a message we sent, per receiver."""
+        if self.api_version == "3":
+            answer = await self._call("GET", f"/messages/{message_id}/status")
+            out = []
+            for s in answer.get("statusList", []):
+                info = s.get("apprecInfo") or {}
+                out.append(_status(s, info.get("appRecStatus"), info.get("appRecErrorList")))
+            return out
+        states = await self._call("GET", f"/Messages/{message_id}/status")
+        apprecs = {str(a.get("receiverHerId")): a for a in await self._call("GET", f"/Messages/{message_id}/apprec")}
+        return [
+            _status(s, apprecs.get(str(s.get("receiverHerId")), {}).get("appRecStatus") or s.get("appRecStatus"),
+                    apprecs.get(str(s.get("receiverHerId")), {}).get("appRecErrorList"))
+            for s in states
+        ]  # fmt: skip
+
+    async def apprec(self, message_id: str, *, sender_her: str, status: str, errors: Sequence[tuple[str, str]]) -> str:
+        """Answer a received message: NHN builds the AppRec XML towards the EDI sender from the status and
+        the 8221 errors (v3 ``POST /messages/{id}/apprec``, v2 ``POST …/apprec/{herId}``)."""
+        named = {"1": "Ok", "2": "Rejected", "3": "OkErrorInMessagePart"}[status]
+        error_list = [
+            {"errorCode": code, "details": text, "oid": "2.16.578.1.12.4.1.1.8221"} for code, text in errors
+        ]
+        if self.api_version == "3":
+            body: dict[str, Any] = {
+                "appRecSenderHerId": int(sender_her),
+                "appRecStatus": named,
+                "appRecErrorList": error_list or None,
+                "applicationName": self.application[0],
+                "applicationVersion": self.application[1],
+            }
+            answer = await self._call("POST", f"/messages/{message_id}/apprec", json_body=body)
+            return str(answer["id"])
+        body = {"appRecStatus": named, "appRecErrorList": error_list or None}
+        answer = await self._call("POST", f"/Messages/{message_id}/apprec/{sender_her}", json_body=body)
+        return str(answer).strip('"')
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        json_body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        data = None if json_body is None else json.dumps(json_body).encode()
+        if data is not None and len(data) > MAX_REQUEST_BYTES:
+            raise PermanentDeliveryError(
+                f"The request would be {len(data)} bytes; NHN's Meldingstjener takes at most "
+                f"{MAX_REQUEST_BYTES // (1024 * 1024)} MB per request (the document travels base64 inside JSON)."
+            )
+        url = f"{self.base_url}{path}"
+        for attempt in range(2):
+            async with await self._open(method, url, params=params, data=data) as response:
+                if response.status == 401 and attempt == 0:
+                    nonce = nonce_challenge(response.status, response.headers)
+                    if nonce is not None:
+                        self.helseid.note_nonce(url, nonce)
+                    else:
+                        self.helseid.invalidate()
+                    continue
+                await self._raise_for(response)
+                raw = await response.read()
+                return json.loads(raw) if raw else {}
+        raise TransportError(f"NHN's Meldingstjener did not accept the access token for {method} {path}.")
+
+    async def _open(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        data: bytes | None = None,
+        accept: str = "application/json",
+        streaming: bool = False,
+    ) -> aiohttp.ClientResponse:
+        headers = {
+            "api-version": self.api_version,
+            "nhn-source-system": self.source_system,
+            "Accept": accept,
+            **(await self.helseid.headers(method, url)),
+        }
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            return await self.session.request(
+                method,
+                url,
+                params=list(params),
+                data=data,
+                headers=headers,
+                allow_redirects=False,
+                # a stream stays open as long as NHN keeps it; a call is answered within a minute
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None) if streaming else _CALL_TIMEOUT,
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransportError(f"{method} {url} failed: {type(exc).__name__}.") from exc
+
+    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
+        status = response.status
+        if status < 400:
+            return
+        problem = _problem(await response.content.read(65536))
+        where = f"{response.method} {response.url.path}"
+        if status == 400:
+            raise PermanentDeliveryError(f"NHN refused {where} (400): {problem}", condition="nhn:validation")
+        if status == 403:
+            raise NotAuthorized(f"NHN refused {where} (403): {problem} - check the HelseID client's HER-ids.")
+        if status == 423:
+            raise ChannelLocked(f"NHN refused {where} (423 Locked): {problem} - another HelseID client holds it.")
+        if status in (408, 425, 429) or status >= 500:
+            raise TransportError(f"NHN answered {where} {status}: {problem}", retry_after_s=retry_after(
+                response.headers.get("Retry-After")))  # fmt: skip
+        raise PermanentDeliveryError(f"NHN refused {where} ({status}): {problem}", condition=f"nhn:{status}")
+
+
+def _problem(raw: bytes) -> str:
+    """NHN's words from either error format (v3 problem details, v2 ErrorMessage), bounded."""
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError:
+        return "no readable error body"
+    if not isinstance(data, dict):
+        return "no readable error body"
+    said = str(data.get("detail") or data.get("title") or data.get("error") or "no reason given")
+    errors = data.get("validationErrors") or []
+    if isinstance(errors, list) and errors:
+        said += "; validation: " + "; ".join(str(e)[:200] for e in errors[:10])
+    code = data.get("errorCode")
+    return (f"{said} (error code {code})" if code is not None else said)[:1000]
+
+
+def _status(entry: Mapping[str, Any], apprec_status: object, errors: object) -> SentStatus:
+    listed = errors if isinstance(errors, list) else []
+    return SentStatus(
+        receiver_her=str(entry.get("receiverHerId", "")),
+        transport_state=str(entry.get("transportDeliveryState", "Unconfirmed")),
+        apprec_status=_APPREC_STATUS.get(str(apprec_status)) if apprec_status is not None else None,
+        apprec_errors=tuple((str(e.get("errorCode", "")), str(e.get("details") or e.get("description") or ""))
+                            for e in listed if isinstance(e, dict)),
+    )  # fmt: skip

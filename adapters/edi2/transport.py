@@ -1,0 +1,293 @@
+"""The ``edi2`` transport: the national network through NHN's Meldingstjener REST API ("EDI 2.0").
+
+NHN does the ebXML, the CMS, the transport receipts and the AppRec envelopes towards every EDI user, so
+this channel carries the message XML itself (``carries = "plain"``), as UTF-8, and is used for every party
+whose register entry says ``adapter = "edi2"`` and as the region's default route for HER-ids outside the
+register. One ``POST`` per delivery (its receiver), so each receiver's delivery keeps its own retries and
+state.
+
+Receiving (API version 3): at start every local HER-id is declared (``PUT /mshconfigurations``); then the
+global notification log is followed from the last *processed* offset, kept in the store (offsets have gaps
+and redelivery is normal) - over the SSE stream when ``receive = "stream"``, polling while the stream is
+down. A new message is fetched, handed to the gateway, and marked downloaded only once it is stored; a
+notification about a message we sent (its transport state, its AppRec info) settles that delivery. Version
+2 polls the unread messages instead, and the status of what it sent. An AppRec the gateway sends for a
+message that came this way goes back as NHN's ``apprec`` call (status and 8221 errors), since NHN builds
+the AppRec XML towards the EDI sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from adapters.edi2.ar import AddressRegister, refusal
+from adapters.edi2.dpop import SigningKey
+from adapters.edi2.helseid import HelseIdClient
+from adapters.edi2.msh import MshClient, Notification
+from gateway import __version__
+from gateway.errors import ConfigError, GatewayError
+from gateway.log import get_logger
+from gateway.transport import InboundHandler, Packet, Transport, TransportContext
+from gateway.xml import parse
+
+__all__ = ["Edi2Transport", "as_utf8"]
+
+log = get_logger(__name__)
+
+_SENT_TYPES = {"MessageDeliveryStateUpdated", "MessageSentStateUpdated", "MessageApprecInfoUpdated", "RefusedMessage"}
+
+
+class Edi2Transport(Transport):
+    name = "edi2"
+    carries = "plain"
+
+    def __init__(self, context: TransportContext | None = None) -> None:
+        super().__init__(context)
+        opts = self.context.options
+        self.base_url = _required(opts, "base_url")
+        self.api_version = str(opts.get("api_version", "3"))
+        if self.api_version not in ("2", "3"):
+            raise ConfigError(f"[adapters.edi2] api_version must be '3' or '2', not {self.api_version!r}.")
+        self.receive_mode = str(opts.get("receive", "stream"))
+        if self.receive_mode not in ("stream", "poll"):
+            raise ConfigError(f"[adapters.edi2] receive must be 'stream' or 'poll', not {self.receive_mode!r}.")
+        self.poll_interval_s = float(opts.get("poll_interval_s", 2.0))
+        self.client_locked = bool(opts.get("client_locked", True))
+        key_file = Path(_required(opts, "key_file"))
+        self.key_file = key_file if key_file.is_absolute() else Path(self.context.data_dir) / key_file
+        self._session: aiohttp.ClientSession | None = None
+        self._msh: MshClient | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life ---------------------------------------------------------------------------------------------
+
+    async def _client(self) -> MshClient:
+        if self._msh is None:
+            opts = self.context.options
+            self._session = aiohttp.ClientSession()
+            key = SigningKey.from_file(self.key_file, alg=opts.get("algorithm"))
+            helseid = HelseIdClient(
+                _required(opts, "helseid_url"), _required(opts, "client_id"), key, session=self._session
+            )
+            self._msh = MshClient(
+                self.base_url,
+                helseid,
+                session=self._session,
+                api_version="3" if self.api_version == "3" else "2",
+                source_system=str(opts.get("source_system", f"sio-gateway, v{__version__}")),
+                application=("sio-gateway", __version__),
+            )
+            if opts.get("ar_url"):
+                register = AddressRegister(
+                    str(opts["ar_url"]),
+                    str(opts.get("ar_username", "")),
+                    str(opts.get("ar_password", "")),
+                    session=self._session,
+                )
+                self.directory = AddressRegisterDirectory(register)
+        return self._msh
+
+    async def start(self, handler: InboundHandler) -> None:
+        await self._client()
+        if self.context.local_her_ids:
+            self._task = asyncio.create_task(self._receive(handler), name="edi2-receive")
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            self._msh = None
+
+    # -- sending ------------------------------------------------------------------------------------------
+
+    async def send(self, packet: Packet) -> None:
+        msh = await self._client()
+        if packet.subject == "APPREC" and await self._answer(msh, packet):
+            return
+        message_id = await msh.send(
+            sender_her=packet.from_her, receiver_hers=[packet.to_her], msg_type=packet.subject, xml=as_utf8(packet.body)
+        )
+        state = self.context.state
+        await state.set(f"out:{message_id}", json.dumps({"reference": packet.reference, "receiver": packet.to_her}))
+        if self.api_version == "2":  # v2 has no notifications: its statuses are polled
+            pending = json.loads(await state.get("pending") or "[]")
+            await state.set("pending", json.dumps([*pending[-999:], message_id]))
+        log.info("edi2.sent", nhn_message_id=message_id, receiver=packet.to_her)
+
+    async def _answer(self, msh: MshClient, packet: Packet) -> bool:
+        """An AppRec for a message that came through NHN goes back as NHN's apprec call; False when the
+        original did not come this way (then the AppRec is sent as a message)."""
+        apprec = _read_apprec(packet.body)
+        if apprec is None:
+            return False
+        original_msg_id, status, errors = apprec
+        original = await self.context.state.get(f"in:{packet.to_her}:{original_msg_id}:{packet.from_her}")
+        if original is None:
+            return False
+        await msh.apprec(original, sender_her=packet.from_her, status=status, errors=errors)
+        log.info("edi2.apprec_posted", nhn_message_id=original, status=status, receiver=packet.to_her)
+        return True
+
+    # -- receiving ----------------------------------------------------------------------------------------
+
+    async def _receive(self, handler: InboundHandler) -> None:
+        """Follow NHN until stopped; every failure is logged and the loop goes on after a pause."""
+        msh = await self._client()
+        configured = self.api_version == "2"
+        while True:
+            try:
+                if not configured:
+                    await msh.configure(self.context.local_her_ids, client_locked=self.client_locked)
+                    configured = True
+                if self.api_version == "2":
+                    await self._poll_v2(msh, handler)
+                elif self.receive_mode == "stream":
+                    await self._follow_stream(msh, handler)
+                else:
+                    await self._poll_v3(msh, handler)
+            except asyncio.CancelledError:
+                raise
+            except GatewayError as exc:
+                log.warning("edi2.receive_failed", code=exc.event, error=exc.message)
+            except Exception:
+                log.exception("edi2.receive_failed", code="edi2.receive_failed")
+            await asyncio.sleep(self.poll_interval_s)
+
+    async def _offset(self) -> int:
+        return int(await self.context.state.get("offset") or 0)
+
+    async def _poll_v3(self, msh: MshClient, handler: InboundHandler) -> None:
+        """Fetch and process notifications until the log has no more; one page at a time."""
+        while True:
+            offset = await self._offset()
+            page = await msh.notifications(self.context.local_her_ids, offset=offset, count=100)
+            fresh = [n for n in page if n.offset > offset]
+            for notification in fresh:
+                await self._process(msh, handler, notification)
+            if not fresh:
+                return
+
+    async def _follow_stream(self, msh: MshClient, handler: InboundHandler) -> None:
+        """Catch up by polling, then follow the SSE stream from the processed offset until it ends or drops
+        (the loop above polls, then opens it again)."""
+        await self._poll_v3(msh, handler)
+        offset = await self._offset()
+        async for notification in msh.stream(self.context.local_her_ids, offset=offset):
+            if notification.offset > await self._offset():
+                await self._process(msh, handler, notification)
+
+    async def _process(self, msh: MshClient, handler: InboundHandler, notification: Notification) -> None:
+        """One notification; the offset moves on only once it is dealt with (stored, or settled)."""
+        if notification.type == "NewMessage":
+            await self._take(msh, handler, notification.related_message_id, notification.receiver_her)
+        elif notification.type in _SENT_TYPES:
+            await self._settle(msh, notification.related_message_id)
+        await self.context.state.set("offset", str(notification.offset))
+
+    async def _take(self, msh: MshClient, handler: InboundHandler, message_id: str, receiver_her: str) -> None:
+        meta = await msh.message(message_id)
+        body = await msh.business_document(message_id)
+        sender = str(meta.get("senderHerId", ""))
+        packet = Packet(
+            body=body,
+            message_id=message_id,
+            from_her=sender,
+            to_her=receiver_her,
+            content_type="application/xml",
+            subject=str(meta.get("businessDocumentMsgType") or meta.get("messageTypeIdentificator") or ""),
+        )
+        result = await handler(packet)
+        if result.retry_later:  # our side cannot take it now: NHN keeps it, we come back to it
+            raise _RetryLater(result.message)
+        msg_id = str(meta.get("businessDocumentId") or "")
+        if result.accepted and msg_id:
+            await self.context.state.set(f"in:{sender}:{msg_id}:{receiver_her}", message_id)
+        await msh.downloaded(message_id, receiver_her)  # stored - or refused for good, never to be taken again
+        log.info("edi2.received", nhn_message_id=message_id, receiver=receiver_her, accepted=result.accepted)
+
+    async def _settle(self, msh: MshClient, message_id: str) -> None:
+        """What NHN says of a message we sent: a transport rejection or abandonment, or its AppRec."""
+        known = await self.context.state.get(f"out:{message_id}")
+        reports = self.context.reports
+        if known is None or reports is None:
+            return
+        sent = json.loads(known)
+        for status in await msh.status(message_id):
+            if status.receiver_her != sent["receiver"]:
+                continue
+            if status.transport_state in ("Rejected", "Abandoned"):
+                why = "rejected by the receiver's system" if status.transport_state == "Rejected" else (
+                    "abandoned: NHN's resends to the receiver got no receipt")  # fmt: skip
+                await reports.transport_refused(sent["reference"], sent["receiver"], f"NHN: {why}")
+            if status.apprec_status is not None:
+                await reports.receipt(sent["reference"], sent["receiver"], status.apprec_status, status.apprec_errors)
+
+    async def _poll_v2(self, msh: MshClient, handler: InboundHandler) -> None:
+        for message_id, receiver_her in await msh.unread(self.context.local_her_ids):
+            await self._take(msh, handler, message_id, receiver_her)
+        pending = json.loads(await self.context.state.get("pending") or "[]")
+        for message_id in pending:
+            await self._settle(msh, message_id)
+
+
+class _RetryLater(GatewayError):
+    event = "edi2.retry_later"
+    retryable = True
+
+
+class AddressRegisterDirectory:
+    """The routing's :class:`~gateway.routing.Directory` from NHN's Adresseregister."""
+
+    def __init__(self, register: AddressRegister) -> None:
+        self.register = register
+
+    async def refusal(self, her_id: str) -> str | None:
+        return refusal(her_id, await self.register.lookup(her_id))
+
+
+def as_utf8(xml: bytes) -> bytes:
+    """The document as NHN takes it: UTF-8 with a declaration that says so (an ISO-8859-1 message is
+    re-encoded, character for character; nothing else changes)."""
+    document = parse(xml)
+    encoding = (document.encoding or "UTF-8").upper()
+    if encoding in ("UTF-8", "UTF8") and not xml.startswith(b"\xef\xbb\xbf"):
+        return xml
+    text = xml.decode(encoding if encoding != "UTF-8" else "utf-8-sig")
+    text = re.sub(r"""^(<\?xml[^>]*?encoding\s*=\s*["'])[A-Za-z0-9._:-]+(["'])""", r"\1UTF-8\2", text, count=1)
+    return text.encode("utf-8")
+
+
+def _read_apprec(xml: bytes) -> tuple[str, str, tuple[tuple[str, str], ...]] | None:
+    """OriginalMsgId, status and errors of an AppRec the gateway built (trusted: never a peer's)."""
+    try:
+        root = parse(xml).root
+    except GatewayError:
+        return None
+    status = root.find("{*}Status")
+    original = root.find("{*}OriginalMsgId/{*}Id")
+    if status is None or original is None or not (original.text or "").strip():
+        return None
+    errors = tuple(
+        ((e.get("V") or "").strip(), (e.get("OT") or e.get("DN") or "").strip()) for e in root.findall("{*}Error")
+    )
+    return (original.text or "").strip(), (status.get("V") or "").strip(), errors
+
+
+def _required(options: Any, key: str) -> str:
+    value = options.get(key)
+    if not value:
+        raise ConfigError(f"[adapters.edi2] {key} is required.")
+    return str(value)
+
