@@ -17,12 +17,12 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import client, parties, pki, protect, queue, replay, schemas, serve, validate
+from gateway.cli import client, parties, pki, protect, queue, replay, schemas, serve, sim, validate
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
 
-_COMMANDS = [serve, validate, schemas, parties, client, queue, replay, pki, protect]
+_COMMANDS = [serve, validate, schemas, parties, client, queue, replay, pki, protect, sim]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,274 @@
+"""``gateway sim nhn``: a local NHN - the Meldingstjener REST API (v3 and v2) with scripted EDI peers, and
+the fake HelseID beside it - for integrators to point their own client at.
+
+``gateway sim nhn --config sim.toml --port 8092`` serves the MSH API on ``--port`` and, when the config
+has a ``[helseid]`` section, the fake HelseID on ``helseid.port`` (its own origin: the issuer). Without one,
+every API request acts as ``[auth] client_id`` for ``[auth] her_ids`` and a warning says so. The config
+format is documented in docs/edi2.md, "The NHN simulator".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import signal
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from gateway.cli.options import Actions, option
+from gateway.clock import Clock
+from gateway.errors import ConfigError
+from gateway.log import configure, get_logger
+from gateway.testing.nhn.msh import MAX_REQUEST_BYTES, Simulator, create_msh_app
+from gateway.testing.nhn.msh_state import AppRecErrorInfo
+from gateway.testing.nhn.peers import PeerScript
+from gateway.testing.nhn.principal import Authorizer, Principal
+
+__all__ = ["SimConfig", "build", "load_sim_config", "register"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class PeerSend:
+    document: bytes
+    to: tuple[str, ...]
+    after: float
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    her_id: str
+    name: str
+    script: PeerScript
+    sends: tuple[PeerSend, ...] = ()
+
+
+@dataclass(frozen=True)
+class HelseIdClient:
+    client_id: str
+    public_jwk: Mapping[str, Any]
+    her_ids: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class HelseIdSection:
+    port: int = 8093
+    issuer: str | None = None
+    token_lifetime_s: int = 300
+    require_nonce: bool = True
+    clients: tuple[HelseIdClient, ...] = ()
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """``sim.toml`` read: where to listen, who the API users are, the peers, the faults, who acts."""
+
+    host: str = "127.0.0.1"
+    port: int = 8092
+    api_users: tuple[str, ...] = ()
+    first_offset: int = 1000
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    heartbeat_s: float = 15.0
+    tick_s: float = 0.2
+    peers: tuple[PeerConfig, ...] = ()
+    faults: tuple[Mapping[str, Any], ...] = ()
+    principal: Principal = field(default_factory=lambda: Principal("sim-client", None))
+    helseid: HelseIdSection | None = None
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("sim", help="run a local simulator of a national service (nhn: NHN's Meldingstjener)")
+    shared = [
+        option("--config", type=Path, help="simulator config (TOML; see docs/edi2.md)"),
+        option("--host", help="listen address (default: the config's, 127.0.0.1)"),
+        option("--port", type=int, help="MSH API port (default: the config's, 8092)"),
+    ]
+    which = Actions(p, shared, dest="simulator")
+    which.add("nhn", help="NHN's Meldingstjener REST API (v3, v2) with scripted EDI peers").set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_sim_config(args.config) if args.config else SimConfig()
+    if args.host:
+        config = _replace(config, host=args.host)
+    if args.port is not None:
+        config = _replace(config, port=args.port)
+    configure()
+    return asyncio.run(_serve(config))
+
+
+def _replace(config: SimConfig, **changes: Any) -> SimConfig:
+    return dataclasses.replace(config, **changes)
+
+
+# --- the config -----------------------------------------------------------------------------------------
+
+
+def load_sim_config(path: Path) -> SimConfig:
+    """Read ``sim.toml``; files it names are relative to it. Raises ``ConfigError`` saying what is wrong."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Cannot read the simulator config {path}: {exc}.") from None
+    base = path.parent
+    try:
+        server, msh, auth = data.get("server", {}), data.get("msh", {}), data.get("auth", {})
+        her_ids = [str(h) for h in auth.get("her_ids", [])]
+        return SimConfig(
+            host=str(server.get("host", "127.0.0.1")),
+            port=int(server.get("port", 8092)),
+            api_users=tuple(str(h) for h in msh.get("api_users", [])),
+            first_offset=int(msh.get("first_offset", 1000)),
+            max_request_bytes=int(float(msh.get("max_request_mb", 35)) * 2**20),
+            heartbeat_s=float(msh.get("heartbeat_seconds", 15.0)),
+            tick_s=float(msh.get("tick_seconds", 0.2)),
+            peers=tuple(_peer(p, base) for p in data.get("peer", [])),
+            faults=tuple(data.get("fault", [])),
+            principal=Principal(str(auth.get("client_id", "sim-client")), frozenset(her_ids) or None),
+            helseid=_helseid_section(data["helseid"], base) if "helseid" in data else None,
+        )
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ConfigError(f"The simulator config {path} is not valid: {exc!r}.") from None
+
+
+def _peer(data: Mapping[str, Any], base: Path) -> PeerConfig:
+    errors = tuple(
+        AppRecErrorInfo(str(e["code"]), str(e["details"]) if "details" in e else None)
+        for e in data.get("apprec_errors", [])
+    )
+    apprec = data.get("apprec", "Ok")
+    script = PeerScript(
+        transport=data.get("transport", "Acknowledged"),
+        reason=data.get("reason"),
+        apprec=None if apprec == "none" else apprec,
+        apprec_errors=errors,
+        delay=float(data.get("delay_seconds", 0.0)),
+        apprec_delay=float(data.get("apprec_delay_seconds", 0.0)),
+    )
+    sends = tuple(
+        PeerSend(
+            (base / s["file"]).read_bytes(), tuple(str(h) for h in s.get("to", [])), float(s.get("after_seconds", 0))
+        )
+        for s in data.get("send", [])
+    )
+    return PeerConfig(str(data["her_id"]), str(data.get("name", "")), script, sends)
+
+
+def _helseid_section(data: Mapping[str, Any], base: Path) -> HelseIdSection:
+    from joserfc.jwk import RSAKey
+
+    clients = []
+    for client in data.get("client", []):
+        raw = (base / client["key_file"]).read_text(encoding="utf-8")
+        key = RSAKey.import_key(json.loads(raw) if raw.lstrip().startswith("{") else raw)
+        her_ids = [str(h) for h in client.get("her_ids", [])]
+        clients.append(HelseIdClient(str(client["client_id"]), key.as_dict(private=False), frozenset(her_ids) or None))
+    return HelseIdSection(
+        port=int(data.get("port", 8093)),
+        issuer=data.get("issuer"),
+        token_lifetime_s=int(data.get("token_lifetime_seconds", 300)),
+        require_nonce=bool(data.get("require_nonce", True)),
+        clients=tuple(clients),
+    )
+
+
+# --- building and serving -------------------------------------------------------------------------------
+
+
+def build(
+    config: SimConfig, *, clock: Clock | None = None, tick: bool = True
+) -> tuple[Simulator, web.Application, web.Application | None]:
+    """The simulator, its MSH API app and (with ``[helseid]``) the fake HelseID's app, as configured."""
+    sim = Simulator(
+        clock=clock,
+        api_users=config.api_users,
+        first_offset=config.first_offset,
+        max_request_bytes=config.max_request_bytes,
+        heartbeat=config.heartbeat_s,
+    )
+    for peer in config.peers:
+        sim.add_peer(peer.her_id, peer.name, peer.script)
+    for peer in config.peers:
+        for send in peer.sends:
+            sim.network.send_later(peer.her_id, send.document, after=send.after, to=send.to or None)
+    for spec in config.faults:
+        sim.faults.arm(spec)
+    helseid_app, authorizer = _helseid(config)
+    if authorizer is None:
+        authorizer = _static(config.principal)
+    msh_app = create_msh_app(sim, authorizer, tick_interval=config.tick_s if tick else None)
+    return sim, msh_app, helseid_app
+
+
+def _helseid(config: SimConfig) -> tuple[web.Application | None, Authorizer | None]:
+    """HOOK (HelseID): the fake HelseID of ``gateway/testing/nhn/helseid.py`` and the DPoP-checking
+    authorizer of ``dpop_check.py``, when the config asks for them; (None, None) otherwise."""
+    section = config.helseid
+    if section is None:
+        return None, None
+    from gateway.testing.nhn.dpop_check import DpopAuthorizer
+    from gateway.testing.nhn.helseid import HELSEID, HelseIdConfig, RegisteredClient, helseid_app
+
+    issuer = section.issuer or f"http://{config.host}:{section.port}"
+    app = helseid_app(
+        HelseIdConfig(
+            clients=tuple(RegisteredClient(c.client_id, c.public_jwk, her_ids=c.her_ids) for c in section.clients),
+            issuer=issuer,
+            token_lifetime_s=section.token_lifetime_s,
+            require_nonce=section.require_nonce,
+        )
+    )
+    return app, DpopAuthorizer(app[HELSEID].public_key, issuer=issuer)
+
+
+def _static(principal: Principal) -> Authorizer:
+    """Every request acts as ``principal``: for a simulator run without the fake HelseID."""
+
+    async def authorize(request: web.Request) -> Principal:
+        return principal
+
+    return authorize
+
+
+async def _serve(config: SimConfig) -> int:
+    sim, msh_app, helseid_app = build(config)
+    runners = []
+    for app, port in ((msh_app, config.port), (helseid_app, config.helseid.port if config.helseid else 0)):
+        if app is None:
+            continue
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, config.host, port).start()
+        runners.append(runner)
+    print(f"gateway: NHN simulator, MSH API (v3, v2) on http://{config.host}:{config.port}", file=sys.stderr)
+    if helseid_app is not None and config.helseid is not None:
+        print(f"gateway: fake HelseID on http://{config.host}:{config.helseid.port}", file=sys.stderr)
+    else:
+        log.warning(
+            "sim.no_helseid",
+            code="sim.no_helseid",
+            client_id=config.principal.client_id,
+            her_ids=sorted(config.principal.her_ids) if config.principal.her_ids else "all",
+        )
+    print(
+        f"gateway: API users {', '.join(config.api_users) or 'none'}; peers {', '.join(sim.network.peers) or 'none'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for runner in reversed(runners):
+        await runner.cleanup()
+    return 0
