@@ -19,6 +19,7 @@ the AppRec XML towards the EDI sender.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import json
 import re
@@ -41,6 +42,8 @@ __all__ = ["Edi2Transport", "as_utf8"]
 
 log = get_logger(__name__)
 
+_DECLARED = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
+_DECLARATION = re.compile(r"""^(\ufeff?<\?xml[^>]*?encoding\s*=\s*["'])[A-Za-z0-9._:-]+(["'])""")
 _SENT_TYPES = {"MessageDeliveryStateUpdated", "MessageSentStateUpdated", "MessageApprecInfoUpdated", "RefusedMessage"}
 
 
@@ -258,15 +261,19 @@ class AddressRegisterDirectory:
 
 
 def as_utf8(xml: bytes) -> bytes:
-    """The document as NHN takes it: UTF-8 with a declaration that says so (an ISO-8859-1 message is
-    re-encoded, character for character; nothing else changes)."""
-    document = parse(xml)
-    encoding = (document.encoding or "UTF-8").upper()
-    if encoding in ("UTF-8", "UTF8") and not xml.startswith(b"\xef\xbb\xbf"):
-        return xml
-    text = xml.decode(encoding if encoding != "UTF-8" else "utf-8-sig")
-    text = re.sub(r"""^(<\?xml[^>]*?encoding\s*=\s*["'])[A-Za-z0-9._:-]+(["'])""", r"\1UTF-8\2", text, count=1)
-    return text.encode("utf-8")
+    """The document as NHN takes it: UTF-8 with a declaration that says so. An ISO-8859-1 (or UTF-16)
+    message is re-encoded character for character; nothing else changes. (The gateway judged the document
+    at submit, so only its declared encoding is read here - not the whole tree.)"""
+    if xml.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        text = xml.decode("utf-16")
+    else:
+        body = xml.removeprefix(codecs.BOM_UTF8)
+        declared = _DECLARED.match(body)
+        encoding = declared.group(1).decode("ascii") if declared else "utf-8"
+        if codecs.lookup(encoding).name == "utf-8":
+            return body
+        text = body.decode(encoding)
+    return _DECLARATION.sub(r"\1UTF-8\2", text, count=1).encode("utf-8")
 
 
 def _read_apprec(xml: bytes) -> tuple[str, str, tuple[tuple[str, str], ...]] | None:

@@ -1,0 +1,132 @@
+"""What NHN's faults come to: an expired token and a rotated DPoP nonce are got over, a dropped SSE stream is
+resumed from the stored offset with nothing taken twice, and 403, 423, 429, 5xx and an oversize document
+each end as the documented outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.store.base import DeliveryState
+from gateway.transport import Packet
+
+from ..region import ADMIN, fixture_bytes, with_msg_id
+from .nhn_region import NhnRegion, nhn_region
+
+TO_STOLAV = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"  # Skaun -> 7200101, copy to LiO
+EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # 7200101 -> GP 7102001, copy to Frøya
+STOLAV, GP = "7200101", "7102001"
+
+
+async def _remote(r: NhnRegion, message_id: str):  # type: ignore[no-untyped-def]
+    view = await r.hub.store.get(message_id)
+    assert view is not None
+    return next(d for d in view.deliveries if d.receiver_her == STOLAV)
+
+
+async def _acknowledged(r: NhnRegion, message_id: str) -> None:
+    async def done() -> bool:
+        return (await _remote(r, message_id)).state == DeliveryState.ACKNOWLEDGED
+
+    await r.until(done, what="the delivery to St. Olavs acknowledged")
+
+
+class TestAuthentication:
+    async def test_expired_token_and_rotated_nonce_are_got_over(self, tmp_path: Path) -> None:
+        """NHN says the token has expired (401) while HelseID has moved its DPoP nonce on twice: one token
+        refresh, a new nonce exchange, and the message goes - no error reaches the queue."""
+        async with nhn_region(tmp_path) as r:
+            first, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            await _acknowledged(r, first.id)
+            issued = r.helseid.tokens_issued
+            r.sim.faults.expire_token(times=1, path="/messages", method="POST")
+            r.helseid.nonces.rotate()
+            r.helseid.nonces.rotate()
+            second, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            await _acknowledged(r, second.id)
+            assert r.helseid.tokens_issued == issued + 1
+            assert (await _remote(r, second.id)).attempts == 1  # got over inside one attempt
+
+
+class TestStream:
+    async def test_a_dropped_stream_is_resumed_from_the_stored_offset(self, tmp_path: Path) -> None:
+        """SSE: the stream is cut after one event, three times; every epikrise St. Olavs sends reaches the
+        inbox exactly once, and the offset kept in the store is the last one processed."""
+        async with nhn_region(tmp_path, receive="stream") as r:
+            r.sim.faults.drop_stream(after_events=1, times=3)
+            r.sim.faults.duplicate_notifications(2)
+            sent = [r.sim.network.send(STOLAV, with_msg_id(fixture_bytes(EPIKRISE)), to=[GP]) for _ in range(4)]
+
+            async def all_in() -> bool:
+                return len(await r.hub.store.inbox(GP)) == len(sent)
+
+            await r.until(all_in, what="four epikriser in the GP's inbox")
+            inbox = await r.hub.store.inbox(GP)
+            assert sorted(m.msg_id or "" for m in inbox) == sorted(s.info.msg_id or "" for s in sent)
+            local = frozenset(p.her_id for p in r.hub.register.local_parties)
+
+            async def caught_up() -> bool:  # the AppRecs' own notifications come in after the messages
+                stored = await r.hub.store.get_meta("adapter:edi2:offset")
+                notes, _ = r.sim.state.log.read(local, 0, 10_000)
+                return stored is not None and int(stored) == max(n.offset for n in notes)
+
+            await r.until(caught_up, what="the stored offset at the log's last notification for our HER-ids")
+            assert any("drop_stream" in applied for applied in r.sim.faults.applied)
+
+
+class TestRefusals:
+    async def test_429_and_5xx_are_retried_after_nhns_retry_after(self, tmp_path: Path) -> None:
+        async with nhn_region(tmp_path) as r:
+            r.sim.faults.rate_limit(retry_after=120, times=1, path="/messages", method="POST")
+            record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            await r.hub.worker.drain()
+            remote = await _remote(r, record.id)
+            assert remote.state == DeliveryState.RETRYING and remote.next_attempt_at is not None
+            assert remote.next_attempt_at - r.hub.clock.now() >= 120
+            r.sim.faults.fail(503, times=1, path="/messages", method="POST")
+            r.hub.clock.advance(121)  # type: ignore[attr-defined]
+            await r.hub.worker.drain()
+            assert (await _remote(r, record.id)).state == DeliveryState.RETRYING  # the 503: again later
+            r.hub.clock.advance(3600)  # type: ignore[attr-defined]
+            await _acknowledged(r, record.id)
+
+    async def test_403_is_retried_and_said_to_the_operator(self, tmp_path: Path) -> None:
+        """The HelseID client may not act for Skaun: NHN answers 403; the delivery waits (retried) with the
+        reason in plain words, so it flows once the delegation is fixed."""
+        async with nhn_region(tmp_path, her_ids=frozenset({"7102001"})) as r:
+            record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            await r.hub.worker.drain()
+            remote = await _remote(r, record.id)
+            assert remote.state == DeliveryState.RETRYING
+            assert remote.last_error_code == "delivery.not_authorized" and "HER" in (remote.last_error or "")
+
+    async def test_423_pauses_the_route(self, tmp_path: Path) -> None:
+        """Another HelseID client holds Skaun's configuration locked: the route to St. Olavs is paused."""
+        async with nhn_region(tmp_path) as r:
+            r.sim.faults.fail(423, times=1, path="/messages", method="POST")
+            record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            await r.hub.worker.drain()
+            assert (await _remote(r, record.id)).state == DeliveryState.RETRYING
+            assert [(x.route, x.paused, x.paused_by) for x in await r.hub.store.routes()] == [
+                (STOLAV, True, "transport:edi2")
+            ]
+
+    async def test_validation_400_is_dead_with_nhns_reasons(self, tmp_path: Path) -> None:
+        async with nhn_region(tmp_path) as r:
+            r.sim.faults.fail(400, times=1, path="/messages", method="POST")
+            record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            await r.hub.worker.drain()
+            remote = await _remote(r, record.id)
+            assert remote.state == DeliveryState.DEAD and "400" in (remote.last_error or "")
+
+    async def test_a_document_over_nhns_limit_is_refused_before_sending(self, tmp_path: Path) -> None:
+        async with nhn_region(tmp_path) as r:
+            transport = r.hub.transports["edi2"]
+            huge = b'<?xml version="1.0" encoding="UTF-8"?><x>' + b"a" * (27 * 1024 * 1024) + b"</x>"
+            before = len(r.sim.state.messages)
+            try:
+                await transport.send(Packet(huge, "t", "7100701", STOLAV, "application/xml", "X", reference="m"))
+            except Exception as exc:
+                assert type(exc).__name__ == "PermanentDeliveryError" and "35 MB" in str(exc)
+            else:
+                raise AssertionError("an oversize document was sent")
+            assert len(r.sim.state.messages) == before
