@@ -8,6 +8,7 @@ gateway replay     replay the fixtures through a simulated SiO region
 gateway queue      see and steer the delivery queue
 gateway pki        make the dev PKI
 gateway protect / unprotect  CMS sign+encrypt / decrypt+verify on stdin/stdout
+gateway sim        run a local simulator of a national service (nhn: NHN's Meldingstjener, EDI peers, HelseID)
 """
 
 from __future__ import annotations

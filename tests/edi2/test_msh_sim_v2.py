@@ -29,7 +29,7 @@ from gateway.testing.nhn.msh import create_msh_app
 from gateway.testing.nhn.msh_state import AppRecErrorInfo
 from gateway.testing.nhn.peers import PeerScript
 from tests.conftest import FIXTURES, SHARED
-from tests.edi2.test_msh_sim_v3 import (
+from tests.edi2.msh_harness import (
     DIALOG,
     EPIKRISE,
     GP,

@@ -11,27 +11,30 @@ with ``PUT /mshconfigurations``, or a v2 sender); a message to one is made avail
 :class:`EdiSide` (the scripted peers of ``peers.py``); a HER-id that is neither is refused at submit, as NHN
 refuses a receiver the address register does not know. Sender-side notifications (sent, delivery state,
 AppRec info) go to the sender when it is an API user.
+
+The business documents and the AppRecs NHN builds are ``msh_documents.py``, the notification log
+``msh_log.py``; their names stay importable from here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import bisect
-import contextlib
-import dataclasses
-import itertools
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from gateway.clock import Clock
 from gateway.errors import GatewayError
-from gateway.model.apprec import ERROR_OID, ERROR_TEXTS, AppRecError, build_apprec
-from gateway.model.envelope import Addressee, Envelope, Ident, read_envelope
 from gateway.model.kinds import Catalog
-from gateway.xml import parse
+from gateway.testing.nhn.msh_documents import (
+    AppRecErrorInfo,
+    AppRecInfo,
+    AppRecStatus,
+    DocumentInfo,
+    apprec_document,
+    read_document,
+)
+from gateway.testing.nhn.msh_log import Notification, NotificationLog, NotificationType, iso
 
 __all__ = [
     "AppRecErrorInfo",
@@ -52,11 +55,6 @@ __all__ = [
 ]
 
 TransportState = Literal["Unconfirmed", "Acknowledged", "Rejected", "Abandoned"]
-AppRecStatus = Literal["Ok", "Rejected", "OkErrorInMessagePart"]
-NotificationType = Literal[
-    "NewMessage", "RefusedMessage", "MessageSentStateUpdated", "MessageApprecInfoUpdated", "MessageDeliveryStateUpdated"
-]
-_STATUS_CODES = {"Ok": "1", "Rejected": "2", "OkErrorInMessagePart": "3"}
 #: NHN's errorCode for model validation errors (v2 spec examples); other errors carry 0 as in the v2 examples.
 VALIDATION_ERROR_CODE = 1000
 
@@ -89,74 +87,7 @@ class MshError(GatewayError):
         return cls(404, "Could not find database document")
 
 
-def iso(ts: float) -> str:
-    """A UNIX time as the API writes times: ISO 8601 with the UTC offset."""
-    return datetime.fromtimestamp(ts, UTC).isoformat()
-
-
-# --- the business document ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DocumentInfo:
-    """What the simulator reads from a business document: the header fields the API reports, and the
-    envelope (parties) when the catalog knows the kind. Lenient: what cannot be read is None."""
-
-    msg_id: str | None = None
-    gen_date: str | None = None
-    msg_type: str | None = None
-    envelope: Envelope | None = field(default=None, repr=False)
-
-    @property
-    def gen_date_time(self) -> str | None:
-        """GenDate as the API reports it: as written (an offset only if the document has one), a date
-        alone completed to midnight, as NHN's DateTime serialisation does."""
-        if not self.gen_date:
-            return None
-        return self.gen_date if "T" in self.gen_date else f"{self.gen_date}T00:00:00"
-
-    @property
-    def receiver_her_ids(self) -> list[str]:
-        """Primary receiver first, then copy receivers - as NHN reads them from the document (v2)."""
-        env = self.envelope
-        found = [a.her_id for a in ([env.receiver] if env and env.receiver else []) + list(env.copies if env else ())]
-        return [h for h in dict.fromkeys(found) if h]
-
-
-def read_document(catalog: Catalog, document: bytes) -> DocumentInfo:
-    """Read a document's MsgId, GenDate, Type and parties; empty for what is not a known KITH message."""
-    try:
-        root = parse(document, max_bytes=len(document) + 1).root
-        envelope = read_envelope(catalog.identify(root), root)
-    except GatewayError:
-        return DocumentInfo()
-    return DocumentInfo(envelope.msg_id, envelope.gen_date, envelope.msg_type, envelope)
-
-
 # --- records ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AppRecErrorInfo:
-    """One error of an AppRec (code system 8221): as posted, and as NHN reports it back."""
-
-    error_code: str
-    details: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "errorCode": self.error_code,
-            "details": self.details,
-            "description": ERROR_TEXTS.get(self.error_code),
-            "oid": ERROR_OID,
-        }
-
-
-@dataclass(frozen=True)
-class AppRecInfo:
-    status: AppRecStatus
-    errors: tuple[AppRecErrorInfo, ...]
-    apprec_id: str
 
 
 @dataclass
@@ -194,106 +125,6 @@ class MessageRecord:
     @property
     def parties(self) -> list[str]:
         return list(dict.fromkeys([self.sender, *self.deliveries]))
-
-
-@dataclass(frozen=True)
-class Notification:
-    notification_id: str
-    type: NotificationType
-    related_message_id: str
-    receiver: str
-    triggered_by: str | None
-    description: str | None
-    created_at: float
-    offset: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "notificationId": self.notification_id,
-            "relatedMessageId": self.related_message_id,
-            "type": self.type,
-            "notificationReceiverHerId": int(self.receiver),
-            "notificationTriggeredByHerId": int(self.triggered_by) if self.triggered_by else None,
-            "description": self.description,
-            "createdAt": iso(self.created_at),
-            "offset": self.offset,
-        }
-
-
-class NotificationLog:
-    """The global notification log: offsets grow with gaps (other parties' notifications live between
-    ours at NHN), readers filter by receiver HER-id and resume *after* an offset they processed."""
-
-    _GAPS = (1, 3, 2, 7, 1, 4)  # deterministic, so a test can tell a gap from a lost notification
-
-    def __init__(self, clock: Clock, *, first_offset: int = 1000) -> None:
-        self._clock = clock
-        self._entries: list[Notification] = []
-        self._offsets: list[int] = []
-        self._next = first_offset
-        self._gaps = itertools.cycle(self._GAPS)
-        self._changed = asyncio.Event()
-        self.closed = False
-        #: asked once per notification whether to write it twice (the ``duplicate`` fault)
-        self.duplicate: Callable[[], bool] = lambda: False
-
-    def append(
-        self,
-        type_: NotificationType,
-        message_id: str,
-        receiver: str,
-        triggered_by: str | None,
-        description: str | None = None,
-    ) -> Notification:
-        note = Notification(
-            str(uuid.uuid4()), type_, message_id, receiver, triggered_by, description, self._clock.now(), self._take()
-        )
-        self._add(note)
-        if self.duplicate():
-            self._add(dataclasses.replace(note, offset=self._take()))
-        self._changed.set()
-        self._changed = asyncio.Event()
-        return note
-
-    def _take(self) -> int:
-        offset = self._next
-        self._next += next(self._gaps)
-        return offset
-
-    def _add(self, note: Notification) -> None:
-        self._entries.append(note)
-        self._offsets.append(note.offset)
-
-    @property
-    def tail(self) -> int:
-        """The last offset written (0 before the first): where a stream without ``Offset`` starts."""
-        return self._offsets[-1] if self._offsets else 0
-
-    def read(self, her_ids: frozenset[str], after: int, limit: int) -> tuple[list[Notification], int]:
-        """Up to ``limit`` notifications for ``her_ids`` with an offset above ``after``, and the offset to
-        read after next time (past the other parties' notifications that were skipped)."""
-        found: list[Notification] = []
-        cursor = after
-        for note in self._entries[bisect.bisect_right(self._offsets, after) :]:
-            if len(found) == limit:
-                break
-            cursor = note.offset
-            if note.receiver in her_ids:
-                found.append(note)
-        return found, cursor
-
-    async def wait(self, after: int, idle: float) -> None:
-        """Return when something is written after ``after``, the log closes, or ``idle`` seconds pass."""
-        if self.closed or self.tail > after:
-            return
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), idle)
-
-    def close(self) -> None:
-        """End every waiting reader (the server is shutting down)."""
-        self.closed = True
-        self._changed.set()
 
 
 @dataclass(frozen=True)
@@ -491,47 +322,3 @@ class MshState:
             for d in m.deliveries.values()
             if d.receiver in wanted and d.local and d.sent and not d.downloaded and not d.refused
         ]
-
-
-def apprec_document(
-    catalog: Catalog,
-    original: MessageRecord,
-    answering: str,
-    status: AppRecStatus,
-    errors: Sequence[AppRecErrorInfo],
-    clock: Clock,
-) -> bytes:
-    """The AppRec 1.1 NHN builds for an answer: the parties as the original names them (the answering
-    receiver PRIM or COP), or by HER-id alone when the original is no message kind the catalog knows."""
-    envelope = original.info.envelope
-    party, role = None, "PRIM"
-    if envelope is not None:
-        if envelope.receiver is not None and answering in envelope.receiver.her_ids:
-            party = envelope.receiver
-        else:
-            party = next((c for c in envelope.copies if answering in c.her_ids), None)
-            role = "PRIM" if party is None else "COP"
-    if envelope is None or envelope.sender is None:
-        envelope = Envelope(
-            kind=catalog.kinds[0],  # build_apprec reads no field of the kind; an unknown original has none
-            msg_type=original.msg_type,
-            msg_type_name=None,
-            mig_version=None,
-            msg_id=original.info.msg_id or original.id,
-            gen_date=original.info.gen_date,
-            sender=_by_her(original.sender),
-            receiver=None,
-        )
-    return build_apprec(
-        envelope,
-        version="1.1",
-        answering=party or _by_her(answering),
-        role=role,
-        status=_STATUS_CODES[status],
-        errors=tuple(AppRecError(e.error_code, e.details or "") for e in errors),
-        now=datetime.fromtimestamp(clock.now(), UTC),
-    )
-
-
-def _by_her(her_id: str) -> Addressee:
-    return Addressee(f"HER-id {her_id}", (Ident(her_id, "HER"),))

@@ -28,7 +28,7 @@ from gateway.testing.nhn import msh_v3
 from gateway.testing.nhn.msh_state import MessageRecord, MshError, read_document
 
 if TYPE_CHECKING:
-    from gateway.testing.nhn.msh import Call
+    from gateway.testing.nhn.msh_call import Call
 
 __all__ = ["ROUTES", "message_json"]
 

@@ -32,7 +32,7 @@ from gateway.testing.nhn.msh_state import AppRecErrorInfo, Configuration, Messag
 from gateway.xml import parse
 
 if TYPE_CHECKING:
-    from gateway.testing.nhn.msh import Call
+    from gateway.testing.nhn.msh_call import Call
 
 __all__ = ["ROUTES", "Handler", "document_errors", "read_apprec", "read_business_document"]
 
