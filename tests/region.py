@@ -17,7 +17,7 @@ from adapters.memory import MemoryNetwork
 from gateway.clock import ManualClock
 from gateway.config import PROJECT_ROOT, Settings, load_settings
 from gateway.pipeline.outbound import Client
-from gateway.registry import Register, load_register
+from gateway.registry import Register, dump_register, load_register
 from gateway.replay import mirror_regions
 from gateway.security.devpki import init_dev_pki
 from gateway.service import Gateway
@@ -42,13 +42,31 @@ def manifest_entry(name: str) -> dict[str, Any]:
     return next(e for e in entries if e["file"] == name)
 
 
+def http_register() -> Register:
+    """The SiO register as tests have it: St. Olavs reached over ``http`` (a peer gateway at
+    127.0.0.1:8091) - the embedded default reaches it through a local NHN, which tests/edi2 starts."""
+    base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
+    endpoint = "http://127.0.0.1:8091/transport/http"
+    return base.replaced(
+        [dataclasses.replace(p, adapter="http", endpoint=endpoint) for p in base.remote_parties if p.adapter == "edi2"]
+    )
+
+
 def settings_for(data_dir: Path, **sections: Any) -> Settings:
+    """The embedded default config for a test gateway in ``data_dir``: the register from
+    :func:`http_register`, no default route, no edi2 adapter, short poll intervals."""
     base = load_settings(PROJECT_ROOT / "config" / "gateway.toml")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    region = data_dir / "sio-region.toml"
+    region.write_text(dump_register(http_register()), encoding="utf-8")
     settings = dataclasses.replace(
         base,
-        gateway=dataclasses.replace(base.gateway, data_dir=data_dir),
+        gateway=dataclasses.replace(base.gateway, data_dir=data_dir, region=region),
         schemas=dataclasses.replace(base.schemas, bundle=BUNDLE if BUNDLE.is_dir() else None),
         delivery=dataclasses.replace(base.delivery, poll_interval_s=0.05, shutdown_grace_s=2.0),
+        # the embedded default reaches St. Olavs through a local NHN; tests that want it say so (tests/edi2)
+        routing=dataclasses.replace(base.routing, default_adapter=None),
+        adapters={},
     )
     for name, changes in sections.items():
         settings = dataclasses.replace(settings, **{name: dataclasses.replace(getattr(settings, name), **changes)})

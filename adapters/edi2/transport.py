@@ -33,7 +33,7 @@ from adapters.edi2.dpop import SigningKey
 from adapters.edi2.helseid import HelseIdClient
 from adapters.edi2.msh import MshClient, Notification
 from gateway import __version__
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.log import get_logger
 from gateway.transport import InboundHandler, Packet, Transport, TransportContext
 from gateway.xml import parse
@@ -212,8 +212,8 @@ class Edi2Transport(Transport):
             subject=str(meta.get("businessDocumentMsgType") or meta.get("messageTypeIdentificator") or ""),
         )
         result = await handler(packet)
-        if result.retry_later:  # our side cannot take it now: NHN keeps it, we come back to it
-            raise _RetryLater(result.message)
+        if result.retry_later:  # our side cannot take it now: NHN keeps it (not downloaded), we come back to it
+            raise TransportError(f"The gateway cannot take NHN message {message_id} now: {result.message}")
         msg_id = str(meta.get("businessDocumentId") or "")
         if result.accepted and msg_id:
             await self.context.state.set(f"in:{sender}:{msg_id}:{receiver_her}", message_id)
@@ -243,11 +243,6 @@ class Edi2Transport(Transport):
         pending = json.loads(await self.context.state.get("pending") or "[]")
         for message_id in pending:
             await self._settle(msh, message_id)
-
-
-class _RetryLater(GatewayError):
-    event = "edi2.retry_later"
-    retryable = True
 
 
 class AddressRegisterDirectory:

@@ -91,13 +91,14 @@ def register(sub: Any) -> None:
         option("--config", type=Path, help="simulator config (TOML; see docs/edi2.md)"),
         option("--host", help="listen address (default: the config's, 127.0.0.1)"),
         option("--port", type=int, help="MSH API port (default: the config's, 8092)"),
+        option("--client-key", type=Path, help="the key of the config's first HelseID client (not its key_file)"),
     ]
     which = Actions(p, shared, dest="simulator")
     which.add("nhn", help="NHN's Meldingstjener REST API (v3, v2) with scripted EDI peers").set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_sim_config(args.config) if args.config else SimConfig()
+    config = load_sim_config(args.config, client_key=args.client_key) if args.config else SimConfig()
     if args.host:
         config = _replace(config, host=args.host)
     if args.port is not None:
@@ -113,8 +114,9 @@ def _replace(config: SimConfig, **changes: Any) -> SimConfig:
 # --- the config -----------------------------------------------------------------------------------------
 
 
-def load_sim_config(path: Path) -> SimConfig:
-    """Read ``sim.toml``; files it names are relative to it. Raises ``ConfigError`` saying what is wrong."""
+def load_sim_config(path: Path, *, client_key: Path | None = None) -> SimConfig:
+    """Read ``sim.toml``; files it names are relative to it (``client_key`` replaces the first HelseID
+    client's ``key_file``). Raises ``ConfigError`` saying what is wrong."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -134,7 +136,7 @@ def load_sim_config(path: Path) -> SimConfig:
             peers=tuple(_peer(p, base) for p in data.get("peer", [])),
             faults=tuple(data.get("fault", [])),
             principal=Principal(str(auth.get("client_id", "sim-client")), frozenset(her_ids) or None),
-            helseid=_helseid_section(data["helseid"], base) if "helseid" in data else None,
+            helseid=_helseid_section(data["helseid"], base, client_key) if "helseid" in data else None,
         )
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise ConfigError(f"The simulator config {path} is not valid: {exc!r}.") from None
@@ -163,12 +165,13 @@ def _peer(data: Mapping[str, Any], base: Path) -> PeerConfig:
     return PeerConfig(str(data["her_id"]), str(data.get("name", "")), script, sends)
 
 
-def _helseid_section(data: Mapping[str, Any], base: Path) -> HelseIdSection:
+def _helseid_section(data: Mapping[str, Any], base: Path, client_key: Path | None = None) -> HelseIdSection:
     from joserfc.jwk import RSAKey
 
     clients = []
-    for client in data.get("client", []):
-        raw = (base / client["key_file"]).read_text(encoding="utf-8")
+    for index, client in enumerate(data.get("client", [])):
+        key_file = client_key if client_key is not None and index == 0 else base / client["key_file"]
+        raw = key_file.read_text(encoding="utf-8")
         key = RSAKey.import_key(json.loads(raw) if raw.lstrip().startswith("{") else raw)
         her_ids = [str(h) for h in client.get("her_ids", [])]
         clients.append(HelseIdClient(str(client["client_id"]), key.as_dict(private=False), frozenset(her_ids) or None))

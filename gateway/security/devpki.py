@@ -37,6 +37,7 @@ from gateway.security.keys import DEV_FILES, load_private_key
 from gateway.security.trust import Purpose
 
 __all__ = [
+    "DEV_HELSEID_KEY",
     "ENCRYPTION_USAGE",
     "SIGNING_USAGE",
     "DevCa",
@@ -49,6 +50,10 @@ __all__ = [
     "write_certificate",
     "write_private_key",
 ]
+
+#: Where the dev PKI puts the HelseID client's key for the edi2 adapter (``[adapters.edi2] key_file``), the
+#: one the local NHN simulator (config/sim-nhn.toml) registers for the gateway's HelseID client.
+DEV_HELSEID_KEY = "helseid/client.key"
 
 CA_NAME = "SiO e-meldingsgateway dev CA - not for production"
 CRL_VALIDITY = timedelta(days=7)
@@ -298,6 +303,10 @@ def init_dev_pki(settings: Settings, register: Register, *, force: bool = False)
     if force or not _crl_fresh(pki_dir, ca_cert):
         reissue_crl(pki_dir, ca=ca or DevCa.load(pki_dir), keep_revoked=not force)
         written.append(pki_dir / "ca.crl")
+    helseid_key = settings.in_data_dir(DEV_HELSEID_KEY)
+    if force or not helseid_key.is_file():  # the HelseID client's key the local NHN simulator knows
+        write_private_key(helseid_key, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        written.append(helseid_key)
     return written
 
 

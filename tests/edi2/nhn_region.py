@@ -39,9 +39,12 @@ class NhnRegion:
     msh_url: str
     helseid_url: str
 
-    async def until(self, done: Callable[[], Awaitable[bool]], *, what: str, rounds: int = 600) -> None:
-        """Drive the hub's worker and the peers' clock until ``done`` - a generous bound, never a timing."""
-        for _ in range(rounds):
+    async def until(self, done: Callable[[], Awaitable[bool]], *, what: str, within_s: float = 120.0) -> None:
+        """Drive the hub's worker and the peers' clock until ``done`` - a generous bound for a stuck run,
+        never a timing to meet."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while loop.time() < deadline:
             await self.hub.worker.drain()
             self.sim.advance(1.0)
             if await done():
