@@ -50,7 +50,7 @@ class StoreState:
     async def get(self, key: str) -> str | None:
         return await self.store.get_meta(self.prefix + key)
 
-    async def set(self, key: str, value: str) -> None:
+    async def set(self, key: str, value: str | None) -> None:
         await self.store.set_meta(self.prefix + key, value)
 
 

@@ -148,7 +148,9 @@ class TransportState(Protocol):
 
     async def get(self, key: str) -> str | None: ...
 
-    async def set(self, key: str, value: str) -> None: ...
+    async def set(self, key: str, value: str | None) -> None:
+        """Keep ``value`` under ``key``; None forgets the key."""
+        ...
 
 
 class DeliveryReports(Protocol):
@@ -176,8 +178,11 @@ class MemoryState:
     async def get(self, key: str) -> str | None:
         return self._values.get(key)
 
-    async def set(self, key: str, value: str) -> None:
-        self._values[key] = value
+    async def set(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._values.pop(key, None)
+        else:
+            self._values[key] = value
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,7 @@ class Edi2Transport(Transport):
         if original is None:
             return False
         await msh.apprec(original, sender_her=packet.from_her, status=status, errors=errors)
+        await self.context.state.set(f"in:{packet.to_her}:{original_msg_id}:{packet.from_her}", None)
         log.info("edi2.apprec_posted", nhn_message_id=original, status=status, receiver=packet.to_her)
         return True
 
@@ -220,13 +221,15 @@ class Edi2Transport(Transport):
         await msh.downloaded(message_id, receiver_her)  # stored - or refused for good, never to be taken again
         log.info("edi2.received", nhn_message_id=message_id, receiver=receiver_her, accepted=result.accepted)
 
-    async def _settle(self, msh: MshClient, message_id: str) -> None:
-        """What NHN says of a message we sent: a transport rejection or abandonment, or its AppRec."""
+    async def _settle(self, msh: MshClient, message_id: str) -> bool:
+        """What NHN says of a message we sent: a transport rejection or abandonment, or its AppRec. True
+        once nothing more is to come (its record is then forgotten)."""
         known = await self.context.state.get(f"out:{message_id}")
         reports = self.context.reports
         if known is None or reports is None:
-            return
+            return known is None
         sent = json.loads(known)
+        done = False
         for status in await msh.status(message_id):
             if status.receiver_her != sent["receiver"]:
                 continue
@@ -234,15 +237,21 @@ class Edi2Transport(Transport):
                 why = "rejected by the receiver's system" if status.transport_state == "Rejected" else (
                     "abandoned: NHN's resends to the receiver got no receipt")  # fmt: skip
                 await reports.transport_refused(sent["reference"], sent["receiver"], f"NHN: {why}")
+                done = True
             if status.apprec_status is not None:
                 await reports.receipt(sent["reference"], sent["receiver"], status.apprec_status, status.apprec_errors)
+                done = True
+        if done:
+            await self.context.state.set(f"out:{message_id}", None)
+        return done
 
     async def _poll_v2(self, msh: MshClient, handler: InboundHandler) -> None:
         for message_id, receiver_her in await msh.unread(self.context.local_her_ids):
             await self._take(msh, handler, message_id, receiver_her)
         pending = json.loads(await self.context.state.get("pending") or "[]")
-        for message_id in pending:
-            await self._settle(msh, message_id)
+        open_ones = [m for m in pending if not await self._settle(msh, m)]
+        if open_ones != pending:
+            await self.context.state.set("pending", json.dumps(open_ones))
 
 
 class AddressRegisterDirectory:

@@ -401,7 +401,7 @@ class SqliteStore:
     async def get_meta(self, key: str) -> str | None:
         return await self._in_tx(admin.get_meta, key, durable=False)
 
-    async def set_meta(self, key: str, value: str) -> None:
+    async def set_meta(self, key: str, value: str | None) -> None:
         await self._in_tx(admin.set_meta, key, value, durable=False)
 
     async def maintain(self) -> None:

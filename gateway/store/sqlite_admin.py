@@ -192,7 +192,11 @@ def get_meta(db: sqlite3.Connection, key: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def set_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+def set_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:
+    """Set a meta value; None deletes it."""
+    if value is None:
+        db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        return
     db.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         (key, value),
