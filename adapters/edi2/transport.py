@@ -68,6 +68,8 @@ class Edi2Transport(Transport):
         self._session: aiohttp.ClientSession | None = None
         self._msh: MshClient | None = None
         self._task: asyncio.Task[None] | None = None
+        self._configured = self.api_version == "2" or not self.context.local_her_ids  # v2 has no configurations
+        self._configuring = asyncio.Lock()
 
     # -- life ---------------------------------------------------------------------------------------------
 
@@ -115,8 +117,20 @@ class Edi2Transport(Transport):
 
     # -- sending ------------------------------------------------------------------------------------------
 
+    async def _configure(self, msh: MshClient) -> None:
+        """Declare every local HER-id at NHN (v3) before anything is sent or fetched for it: NHN refuses
+        requests for a HER-id without a configuration. Once per process; the send path and the receive
+        loop share it."""
+        if self._configured:
+            return
+        async with self._configuring:
+            if not self._configured:
+                await msh.configure(self.context.local_her_ids, client_locked=self.client_locked)
+                self._configured = True
+
     async def send(self, packet: Packet) -> None:
         msh = await self._client()
+        await self._configure(msh)
         if packet.subject == "APPREC" and await self._answer(msh, packet):
             return
         message_id = await msh.send(
@@ -149,12 +163,9 @@ class Edi2Transport(Transport):
     async def _receive(self, handler: InboundHandler) -> None:
         """Follow NHN until stopped; every failure is logged and the loop goes on after a pause."""
         msh = await self._client()
-        configured = self.api_version == "2"
         while True:
             try:
-                if not configured:
-                    await msh.configure(self.context.local_her_ids, client_locked=self.client_locked)
-                    configured = True
+                await self._configure(msh)
                 if self.api_version == "2":
                     await self._poll_v2(msh, handler)
                 elif self.receive_mode == "stream":

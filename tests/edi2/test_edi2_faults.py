@@ -4,8 +4,10 @@ each end as the documented outcome."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from adapters.edi2.transport import Edi2Transport
 from gateway.store.base import DeliveryState
 from gateway.transport import Packet
 
@@ -130,3 +132,23 @@ class TestRefusals:
             else:
                 raise AssertionError("an oversize document was sent")
             assert len(r.sim.state.messages) == before
+
+
+class TestStartUp:
+    async def test_a_send_before_the_receive_loop_has_configured_waits_for_the_configuration(
+        self, tmp_path: Path
+    ) -> None:
+        """NHN refuses requests for a HER-id it has no configuration for (400, which would kill the delivery):
+        a transport that sends before its receive loop has run declares the HER-ids first."""
+        async with nhn_region(tmp_path) as r:
+            started = r.hub.transports["edi2"]
+            for her_id in ("7100701", "7102001"):  # as if the hub had never declared them
+                r.sim.state.configurations.pop(her_id, None)
+            fresh = Edi2Transport(dataclasses.replace(started.context, local_her_ids=("7100701", "7102001")))
+            try:
+                body = with_msg_id(fixture_bytes(TO_STOLAV))
+                packet = Packet(body, "t", "7100701", STOLAV, "application/xml", "INNLEGGELSESRAPPORT", reference="m-1")
+                await fresh.send(packet)
+            finally:
+                await fresh.aclose()
+            assert any(m.sender == "7100701" for m in r.sim.state.messages.values())
