@@ -1,4 +1,5 @@
-"""`gateway replay`: the fixtures through the simulated region - two gateway processes over http, CMS on."""
+"""`gateway replay --via http`: the fixtures through the region as two gateway processes over http, CMS on -
+the gateway-to-gateway transport kept for peers that run this gateway (the NHN way: test_replay_nhn.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_replay_passes_every_fixture(tmp_path: Path) -> None:
     """Exit 0, every fixture at its expected end state, each receiver's AppRec shown, latency measured."""
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "replay", "--work-dir", str(tmp_path)],
+        [sys.executable, "-m", "gateway.cli", "replay", "--via", "http", "--work-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
