@@ -153,8 +153,9 @@ class Edi2Transport(Transport):
         original = await self.context.state.get(f"in:{packet.to_her}:{original_msg_id}:{packet.from_her}")
         if original is None:
             return False
+        # the entry stays: if this process dies before the worker records the AppRec as sent, its next attempt
+        # must post it to NHN again (at-least-once), never send it as a message
         await msh.apprec(original, sender_her=packet.from_her, status=status, errors=errors)
-        await self.context.state.set(f"in:{packet.to_her}:{original_msg_id}:{packet.from_her}", None)
         log.info("edi2.apprec_posted", nhn_message_id=original, status=status, receiver=packet.to_her)
         return True
 
@@ -223,12 +224,14 @@ class Edi2Transport(Transport):
             content_type="application/xml",
             subject=str(meta.get("businessDocumentMsgType") or meta.get("messageTypeIdentificator") or ""),
         )
+        msg_id = str(meta.get("businessDocumentId") or "")
+        if msg_id:  # before the hand-over, which commits the AppRec too: its send must find NHN's id, even
+            # when this process dies before the next line (the AppRec then goes as NHN's apprec call, not as
+            # a message); a refused message leaves a harmless entry
+            await self.context.state.set(f"in:{sender}:{msg_id}:{receiver_her}", message_id)
         result = await handler(packet)
         if result.retry_later:  # our side cannot take it now: NHN keeps it (not downloaded), we come back to it
             raise TransportError(f"The gateway cannot take NHN message {message_id} now: {result.message}")
-        msg_id = str(meta.get("businessDocumentId") or "")
-        if result.accepted and msg_id:
-            await self.context.state.set(f"in:{sender}:{msg_id}:{receiver_her}", message_id)
         await msh.downloaded(message_id, receiver_her)  # stored - or refused for good, never to be taken again
         log.info("edi2.received", nhn_message_id=message_id, receiver=receiver_her, accepted=result.accepted)
 
