@@ -69,6 +69,16 @@ class HelseIdSection:
 
 
 @dataclass(frozen=True)
+class ArSection:
+    """The Adresseregister stand-in beside the simulator: NHN's answer files from ../shared, and the
+    peers (and the API users) as synthetic parties, so a HER-id nobody has is refused E21 at submit."""
+
+    port: int = 8094
+    username: str = "sio"
+    password: str = "sio-dev"  # noqa: S105 - the local stand-in's, in the dev config beside it
+
+
+@dataclass(frozen=True)
 class SimConfig:
     """``sim.toml`` read: where to listen, who the API users are, the peers, the faults, who acts."""
 
@@ -83,6 +93,7 @@ class SimConfig:
     faults: tuple[Mapping[str, Any], ...] = ()
     principal: Principal = field(default_factory=lambda: Principal("sim-client", None))
     helseid: HelseIdSection | None = None
+    ar: ArSection | None = None
 
 
 def register(sub: Any) -> None:
@@ -137,6 +148,7 @@ def load_sim_config(path: Path, *, client_key: Path | None = None) -> SimConfig:
             faults=tuple(data.get("fault", [])),
             principal=Principal(str(auth.get("client_id", "sim-client")), frozenset(her_ids) or None),
             helseid=_helseid_section(data["helseid"], base, client_key) if "helseid" in data else None,
+            ar=_ar_section(data["ar"]) if "ar" in data else None,
         )
     except (KeyError, TypeError, ValueError, OSError) as exc:
         raise ConfigError(f"The simulator config {path} is not valid: {exc!r}.") from None
@@ -163,6 +175,14 @@ def _peer(data: Mapping[str, Any], base: Path) -> PeerConfig:
         for s in data.get("send", [])
     )
     return PeerConfig(str(data["her_id"]), str(data.get("name", "")), script, sends)
+
+
+def _ar_section(data: Mapping[str, Any]) -> ArSection:
+    return ArSection(
+        port=int(data.get("port", 8094)),
+        username=str(data.get("username", "sio")),
+        password=str(data.get("password", "sio-dev")),
+    )
 
 
 def _helseid_section(data: Mapping[str, Any], base: Path, client_key: Path | None = None) -> HelseIdSection:
@@ -242,10 +262,30 @@ def _static(principal: Principal) -> Authorizer:
     return authorize
 
 
+def _ar(config: SimConfig, sim: Simulator) -> web.Application | None:
+    """The Adresseregister stand-in, when the config asks for one and NHN's answer files are at hand."""
+    if config.ar is None:
+        return None
+    from gateway.testing.nhn.ar import SyntheticParty, ar_app, ar_dir, fixture_parties
+
+    if not ar_dir().is_dir():
+        log.warning("sim.no_ar", code="sim.no_ar", reason="NHN's Adresseregister files (../shared) are not here")
+        return None
+    parties = [SyntheticParty(h, peer.name or f"HER-id {h}") for h, peer in sim.network.peers.items()]
+    parties += [SyntheticParty(h, f"HER-id {h}") for h in config.api_users]
+    return ar_app(fixture_parties(), username=config.ar.username, password=config.ar.password, synthetic=parties)
+
+
 async def _serve(config: SimConfig) -> int:
     sim, msh_app, helseid_app = build(config)
+    ar_app = _ar(config, sim)
     runners = []
-    for app, port in ((msh_app, config.port), (helseid_app, config.helseid.port if config.helseid else 0)):
+    servers = (
+        (msh_app, config.port),
+        (helseid_app, config.helseid.port if config.helseid else 0),
+        (ar_app, config.ar.port if config.ar else 0),
+    )
+    for app, port in servers:
         if app is None:
             continue
         runner = web.AppRunner(app)
@@ -262,6 +302,8 @@ async def _serve(config: SimConfig) -> int:
             client_id=config.principal.client_id,
             her_ids=sorted(config.principal.her_ids) if config.principal.her_ids else "all",
         )
+    if ar_app is not None and config.ar is not None:
+        print(f"gateway: Adresseregister stand-in on http://{config.host}:{config.ar.port}/v1/Ar", file=sys.stderr)
     print(
         f"gateway: API users {', '.join(config.api_users) or 'none'}; peers {', '.join(sim.network.peers) or 'none'}",
         file=sys.stderr,

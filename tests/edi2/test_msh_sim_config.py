@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from adapters.edi2.ar import AddressRegister, refusal
 from gateway.cli import build_parser
-from gateway.cli.sim import build, load_sim_config
+from gateway.cli.sim import _ar, build, load_sim_config
 from gateway.clock import ManualClock
 from gateway.testing.nhn.msh_state import AppRecErrorInfo
 from gateway.testing.nhn.principal import Principal
+from tests.conftest import require_shared
 from tests.edi2.msh_harness import DIALOG, EPIKRISE_FILE, FROYA, GP, HITRA, LAB, ORKDAL_MED, START, Api
 
 SIM_TOML = """
@@ -102,3 +105,23 @@ class TestRunnable:
         (tmp_path / "sim.toml").write_text('[[peer]]\nname = "no her_id"\n', encoding="utf-8")
         with pytest.raises(ConfigError, match="her_id"):
             load_sim_config(tmp_path / "sim.toml")
+
+    async def test_a_config_with_ar_answers_for_its_peers_and_users_and_no_one_else(self, tmp_path: Path) -> None:
+        """``[ar]``: the Adresseregister stand-in knows the peers and API users as communication parties, so
+        a region pointed at it refuses any other HER-id E21 at submit."""
+        require_shared()
+        (tmp_path / "sim.toml").write_text(
+            '[msh]\napi_users = ["7102001"]\n[ar]\nport = 18094\nusername = "u"\npassword = "p"\n'
+            '[[peer]]\nher_id = "7200101"\nname = "Orkdal sjukehus, medisinsk avdeling"\n',
+            encoding="utf-8",
+        )
+        config = load_sim_config(tmp_path / "sim.toml")
+        sim, _, _ = build(config, tick=False)
+        app = _ar(config, sim)
+        assert app is not None
+        async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+            register = AddressRegister(str(server.make_url("/v1/Ar")), "u", "p", session=session)
+            peer, user, nobody = [await register.lookup(h) for h in ("7200101", "7102001", "8999999")]
+        assert refusal("7200101", peer) is None and peer is not None and peer.name.startswith("Orkdal")
+        assert refusal("7102001", user) is None
+        assert refusal("8999999", nobody) == "HER-id 8999999 is not in the Adresseregister"
