@@ -44,7 +44,11 @@ log = get_logger(__name__)
 
 _DECLARED = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
 _DECLARATION = re.compile(r"""^(\ufeff?<\?xml[^>]*?encoding\s*=\s*["'])[A-Za-z0-9._:-]+(["'])""")
-_SENT_TYPES = {"MessageDeliveryStateUpdated", "MessageSentStateUpdated", "MessageApprecInfoUpdated", "RefusedMessage"}
+# the notifications about a message we sent that can change its outcome (MessageSentStateUpdated only says
+# NHN passed it on: no status call for it)
+_OUTCOME_TYPES = {"MessageDeliveryStateUpdated", "MessageApprecInfoUpdated", "RefusedMessage"}
+#: v2 keeps the NHN ids of what it sent and awaits an outcome for in one list; beyond this the oldest go
+_MAX_PENDING = 10000
 
 
 class Edi2Transport(Transport):
@@ -70,6 +74,7 @@ class Edi2Transport(Transport):
         self._task: asyncio.Task[None] | None = None
         self._configured = self.api_version == "2" or not self.context.local_her_ids  # v2 has no configurations
         self._configuring = asyncio.Lock()
+        self._pending_lock = asyncio.Lock()
 
     # -- life ---------------------------------------------------------------------------------------------
 
@@ -139,8 +144,11 @@ class Edi2Transport(Transport):
         state = self.context.state
         await state.set(f"out:{message_id}", json.dumps({"reference": packet.reference, "receiver": packet.to_her}))
         if self.api_version == "2":  # v2 has no notifications: its statuses are polled
-            pending = json.loads(await state.get("pending") or "[]")
-            await state.set("pending", json.dumps([*pending[-999:], message_id]))
+            async with self._pending_lock:  # concurrent sends must not lose each other's entries
+                pending = json.loads(await state.get("pending") or "[]")
+                if len(pending) >= _MAX_PENDING:
+                    log.warning("edi2.pending_trimmed", code="edi2.pending_trimmed", dropped=pending[0])
+                await state.set("pending", json.dumps([*pending[-(_MAX_PENDING - 1) :], message_id]))
         log.info("edi2.sent", nhn_message_id=message_id, receiver=packet.to_her)
 
     async def _answer(self, msh: MshClient, packet: Packet) -> bool:
@@ -208,7 +216,7 @@ class Edi2Transport(Transport):
         """One notification; the offset moves on only once it is dealt with (stored, or settled)."""
         if notification.type == "NewMessage":
             await self._take(msh, handler, notification.related_message_id, notification.receiver_her)
-        elif notification.type in _SENT_TYPES:
+        elif notification.type in _OUTCOME_TYPES:
             await self._settle(msh, notification.related_message_id)
         await self.context.state.set("offset", str(notification.offset))
 
@@ -263,9 +271,11 @@ class Edi2Transport(Transport):
         for message_id, receiver_her in await msh.unread(self.context.local_her_ids):
             await self._take(msh, handler, message_id, receiver_her)
         pending = json.loads(await self.context.state.get("pending") or "[]")
-        open_ones = [m for m in pending if not await self._settle(msh, m)]
-        if open_ones != pending:
-            await self.context.state.set("pending", json.dumps(open_ones))
+        settled = {m for m in pending if await self._settle(msh, m)}
+        if settled:
+            async with self._pending_lock:  # sends that came in meanwhile stay on the list
+                current = json.loads(await self.context.state.get("pending") or "[]")
+                await self.context.state.set("pending", json.dumps([m for m in current if m not in settled]))
 
 
 class AddressRegisterDirectory:
