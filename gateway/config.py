@@ -130,6 +130,7 @@ class RouteSettings:
     cap_s: float | None = None
     max_attempts: int | None = None
     ttl_h: float | None = None
+    abandoned: Literal["dead", "retry"] | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,10 @@ class RetrySettings:
     ordered: bool = True
     route_concurrency: int = 4
     breaker_threshold: int = 5
+    #: what becomes of a delivery whose transport gave up on the receiver after taking it (NHN's
+    #: ``Abandoned``: no receipt after its resends): ``dead`` for an operator, or ``retry`` - sent again
+    #: with the backoff, which the receiver may get twice (it discards the copy by its msgId)
+    abandoned: Literal["dead", "retry"] = "dead"
     routes: Mapping[str, RouteSettings] = field(default_factory=dict)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 from gateway.config import RetrySettings
 
@@ -25,6 +26,7 @@ class RetryPolicy:
     ttl_s: float = 96 * 3600.0
     ordered: bool = True
     concurrency: int = 4
+    abandoned: Literal["dead", "retry"] = "dead"
 
     def ceiling(self, attempt: int) -> float:
         """The longest wait after failed attempt number ``attempt`` (1-based)."""
@@ -70,6 +72,7 @@ def policy_for(settings: RetrySettings, route: str) -> RetryPolicy:
         ttl_s=float(pick("ttl_h", settings.ttl_h)) * 3600,
         ordered=bool(pick("ordered", settings.ordered)),
         concurrency=int(pick("concurrency", settings.route_concurrency)),
+        abandoned=own.abandoned if own is not None and own.abandoned is not None else settings.abandoned,
     )
 
 

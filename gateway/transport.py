@@ -159,7 +159,12 @@ class DeliveryReports(Protocol):
     message it took. ``reference`` is the packet's (the gateway's message id), ``receiver_her`` its receiver."""
 
     async def transport_refused(self, reference: str, receiver_her: str, reason: str) -> None:
-        """The far end refused or abandoned it: the delivery is dead, with ``reason``."""
+        """The receiver's system refused it (NHN's ``Rejected``): the delivery is dead, with ``reason``."""
+        ...
+
+    async def transport_abandoned(self, reference: str, receiver_her: str, reason: str) -> None:
+        """The transport gave up on the receiver (NHN's ``Abandoned``: no receipt after its resends): dead or
+        sent again, as the route's ``abandoned`` policy says."""
         ...
 
     async def receipt(

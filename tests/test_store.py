@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import pytest
 
 from gateway.errors import Conflict
-from gateway.store.base import DeliveryState, Direction, MessageState, NewDelivery, NewMessage
+from gateway.store.base import AppRecOutcome, DeliveryState, Direction, MessageState, NewDelivery, NewMessage
 from gateway.store.sqlite import SqliteStore
 
 NOW = 1_800_000_000.0
@@ -88,6 +88,46 @@ class TestLeases:
         assert await store.release_leases("a", now=NOW + 1) == 1
         [claim] = await store.claim_due(owner="b", now=NOW + 1, limit=10, lease_s=30)
         assert claim.delivery.attempts == 1
+
+
+class TestTransportOutcomes:
+    async def test_only_a_sent_delivery_without_an_apprec_is_refused_by_its_transport(self, store: SqliteStore) -> None:
+        """A transport's late word (refused, abandoned) changes a sent delivery; one that an AppRec settled first,
+        or one not sent yet, stays as it is."""
+        record, _ = await store.add_message(message(), [to()], now=NOW)
+        def fail(message_id: str, now: float) -> Awaitable[bool]:
+            return store.transport_failed(
+                message_id, "7200101", now=now, code="delivery.refused", error="NHN: rejected", next_attempt_at=None
+            )
+
+        assert not await fail(record.id, NOW)  # queued: not sent yet
+        [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
+        assert await store.mark_sent(claim.delivery.id, owner="a", now=NOW + 1, reason="ok")
+        assert await fail(record.id, NOW + 2)
+        view = await store.get(record.id)
+        assert view is not None
+        [dead] = view.deliveries
+        assert dead.state == DeliveryState.DEAD and dead.last_error_code == "delivery.refused"
+        assert view.trace[-1].event == "delivery.dead" and view.trace[-1].detail["code"] == "delivery.refused"
+
+        settled, _ = await store.add_message(message(), [to()], now=NOW)
+        [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
+        await store.mark_sent(claim.delivery.id, owner="a", now=NOW + 1, reason="ok")
+        assert await store.settle_delivery(settled.id, "7200101", AppRecOutcome("1", (), "", NOW + 2), now=NOW + 2)
+        assert not await fail(settled.id, NOW + 3)
+        view = await store.get(settled.id)
+        assert view is not None and view.deliveries[0].state == DeliveryState.ACKNOWLEDGED
+
+    async def test_an_abandoned_delivery_can_wait_to_be_sent_again(self, store: SqliteStore) -> None:
+        record, _ = await store.add_message(message(), [to()], now=NOW)
+        [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
+        await store.mark_sent(claim.delivery.id, owner="a", now=NOW + 1, reason="ok")
+        assert await store.transport_failed(
+            record.id, "7200101", now=NOW + 2, code="delivery.abandoned", error="abandoned", next_attempt_at=NOW + 60
+        )
+        assert await store.claim_due(owner="a", now=NOW + 59, limit=10, lease_s=30) == []
+        [resend] = await store.claim_due(owner="a", now=NOW + 60, limit=10, lease_s=30)
+        assert resend.delivery.id == claim.delivery.id and resend.delivery.attempts == 2
 
 
 class TestLanes:

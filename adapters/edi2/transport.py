@@ -49,6 +49,8 @@ _DECLARATION = re.compile(r"""^(\ufeff?<\?xml[^>]*?encoding\s*=\s*["'])[A-Za-z0-
 _OUTCOME_TYPES = {"MessageDeliveryStateUpdated", "MessageApprecInfoUpdated", "RefusedMessage"}
 #: v2 keeps the NHN ids of what it sent and awaits an outcome for in one list; beyond this the oldest go
 _MAX_PENDING = 10000
+#: how much of NHN's description of a transport rejection is kept in the delivery's trace
+_MAX_REASON = 500
 
 
 class Edi2Transport(Transport):
@@ -217,7 +219,7 @@ class Edi2Transport(Transport):
         if notification.type == "NewMessage":
             await self._take(msh, handler, notification.related_message_id, notification.receiver_her)
         elif notification.type in _OUTCOME_TYPES:
-            await self._settle(msh, notification.related_message_id)
+            await self._settle(msh, notification.related_message_id, notification.description)
         await self.context.state.set("offset", str(notification.offset))
 
     async def _take(self, msh: MshClient, handler: InboundHandler, message_id: str, receiver_her: str) -> None:
@@ -243,9 +245,10 @@ class Edi2Transport(Transport):
         await msh.downloaded(message_id, receiver_her)  # stored - or refused for good, never to be taken again
         log.info("edi2.received", nhn_message_id=message_id, receiver=receiver_her, accepted=result.accepted)
 
-    async def _settle(self, msh: MshClient, message_id: str) -> bool:
-        """What NHN says of a message we sent: a transport rejection or abandonment, or its AppRec. True
-        once nothing more is to come (its record is then forgotten)."""
+    async def _settle(self, msh: MshClient, message_id: str, description: str = "") -> bool:
+        """What NHN says of a message we sent: a transport rejection or abandonment (with the notification's
+        description, when one came), or its AppRec. True once nothing more is to come (its record is then
+        forgotten)."""
         known = await self.context.state.get(f"out:{message_id}")
         reports = self.context.reports
         if known is None or reports is None:
@@ -255,10 +258,12 @@ class Edi2Transport(Transport):
         for status in await msh.status(message_id):
             if status.receiver_her != sent["receiver"]:
                 continue
-            if status.transport_state in ("Rejected", "Abandoned"):
+            failed = {"Rejected": reports.transport_refused, "Abandoned": reports.transport_abandoned}
+            if status.transport_state in failed:
                 why = "rejected by the receiver's system" if status.transport_state == "Rejected" else (
                     "abandoned: NHN's resends to the receiver got no receipt")  # fmt: skip
-                await reports.transport_refused(sent["reference"], sent["receiver"], f"NHN: {why}")
+                reason = f"NHN: {why}" + (f" ({description[:_MAX_REASON]})" if description else "")
+                await failed[status.transport_state](sent["reference"], sent["receiver"], reason)
                 done = True
             if status.apprec_status is not None:
                 await reports.receipt(sent["reference"], sent["receiver"], status.apprec_status, status.apprec_errors)

@@ -232,14 +232,31 @@ class Receipts:
             log.warning("apprec.unmatched", code="apprec.unmatched", message_id=reference, receiver=receiver_her)
 
     async def transport_refused(self, reference: str, receiver_her: str, reason: str) -> None:
-        """The far end refused or abandoned what its transport had taken: the delivery is dead."""
-        view = await self.store.get(reference)
-        delivery = next((d for d in view.deliveries if d.receiver_her == receiver_her), None) if view else None
-        if delivery is None:
-            return
-        now = self.clock.now()
-        if await self.store.mark_dead(delivery.id, owner=None, now=now, code="delivery.refused", error=reason):
+        """The receiver's system refused what its transport had taken: the delivery is dead, with ``reason``."""
+        if await self.store.transport_failed(
+            reference, receiver_her, now=self.clock.now(), code="delivery.refused", error=reason, next_attempt_at=None
+        ):
             log.error("delivery.dead", code="delivery.refused", message_id=reference, receiver=receiver_her)
+
+    async def transport_abandoned(self, reference: str, receiver_her: str, reason: str) -> None:
+        """The transport gave up on the receiver after taking the delivery: dead, or sent again with the
+        backoff when the route's policy says ``abandoned = "retry"`` (attempts and time to live permitting)."""
+        now = self.clock.now()
+        policy = policy_for(self.core.settings.retry, receiver_her)
+        when: float | None = None
+        if policy.abandoned == "retry":
+            view = await self.store.get(reference)
+            delivery = next((d for d in view.deliveries if d.receiver_her == receiver_her), None) if view else None
+            if delivery is not None:
+                when = policy.next_attempt_at(attempt=delivery.attempts, now=now, expires_at=delivery.expires_at)
+        if not await self.store.transport_failed(
+            reference, receiver_her, now=now, code="delivery.abandoned", error=reason, next_attempt_at=when
+        ):
+            return
+        if when is None:
+            log.error("delivery.dead", code="delivery.abandoned", message_id=reference, receiver=receiver_her)
+        else:
+            log.warning("delivery.retrying", code="delivery.abandoned", message_id=reference, receiver=receiver_her)
 
     async def ehr_decides(self, message_id: str, *, status: str, errors: tuple[AppRecError, ...], actor: str) -> str:
         """The EHR's verdict on a received message (``apprec = "ehr"``): build, queue and return its AppRec id."""

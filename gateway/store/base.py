@@ -313,6 +313,13 @@ class Store(Protocol):
         """Settle a delivery with the AppRec outcome its transport reported (no AppRec document came)."""
         ...
 
+    async def transport_failed(
+        self, message_id: str, receiver_her: str, *, now: float, code: str, error: str, next_attempt_at: float | None
+    ) -> bool:
+        """The far end refused or abandoned a delivery its transport had taken (it is ``sent``, no AppRec yet):
+        dead, or sent again at ``next_attempt_at``. False when there is no such delivery."""
+        ...
+
     async def add_apprec_for(
         self, message_id: str, follow_up: tuple[NewMessage, Sequence[NewDelivery]], *, actor: str, now: float
     ) -> None:

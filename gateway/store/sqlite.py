@@ -346,6 +346,19 @@ class SqliteStore:
     async def settle_delivery(self, message_id: str, receiver_her: str, outcome: AppRecOutcome, *, now: float) -> bool:
         return await self._in_tx(receipts.settle_delivery, message_id, receiver_her, outcome, now=now)
 
+    async def transport_failed(
+        self, message_id: str, receiver_her: str, *, now: float, code: str, error: str, next_attempt_at: float | None
+    ) -> bool:
+        return await self._in_tx(
+            receipts.transport_failed,
+            message_id,
+            receiver_her,
+            now=now,
+            code=code,
+            error=error,
+            next_attempt_at=next_attempt_at,
+        )
+
     async def add_apprec_for(
         self, message_id: str, follow_up: tuple[NewMessage, Sequence[NewDelivery]], *, actor: str, now: float
     ) -> None:

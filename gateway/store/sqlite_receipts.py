@@ -27,6 +27,7 @@ __all__ = [
     "mark_overdue",
     "mark_receipt_warnings",
     "settle_delivery",
+    "transport_failed",
 ]
 
 _OUTCOME = {"1": DeliveryState.ACKNOWLEDGED, "2": DeliveryState.REJECTED, "3": DeliveryState.ACKNOWLEDGED_WITH_ERRORS}
@@ -82,6 +83,37 @@ def settle_delivery(
     if row is None:
         return False
     _settle(db, row, outcome, now, apprec_ref=outcome.apprec_message_id or None)
+    return True
+
+
+def transport_failed(
+    db: sqlite3.Connection,
+    message_id: str,
+    receiver_her: str,
+    *,
+    now: float,
+    code: str,
+    error: str,
+    next_attempt_at: float | None,
+) -> bool:
+    """The transport that took the delivery of ``message_id`` to ``receiver_her`` reports that the far end
+    refused or abandoned it: the delivery is dead, or - with ``next_attempt_at`` - waits to be sent again.
+    Only a delivery that is sent (or overdue) and has no AppRec changes; False otherwise."""
+    row = db.execute(
+        "SELECT * FROM deliveries WHERE message_id = ? AND receiver_her = ? ORDER BY id DESC LIMIT 1",
+        (message_id, receiver_her),
+    ).fetchone()
+    if row is None or row["state"] not in ("sent", "overdue") or row["apprec_status"] is not None:
+        return False
+    state = DeliveryState.DEAD if next_attempt_at is None else DeliveryState.RETRYING
+    db.execute(
+        """UPDATE deliveries SET state = ?, next_attempt_at = ?, last_error_code = ?, last_error = ?,
+           lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
+        (str(state), next_attempt_at, code, error, now, row["id"]),
+    )
+    detail = {"code": code, **({"next_attempt_at": next_attempt_at} if next_attempt_at is not None else {})}
+    trace(db, message_id, now, str(state), f"delivery.{state}", error, delivery_id=row["id"], detail=detail)
+    refresh_summary(db, message_id, now)
     return True
 
 

@@ -62,8 +62,10 @@ async def nhn_region(
     default_route: bool = True,
     her_ids: frozenset[str] | None = None,
     adapter_options: dict[str, Any] | None = None,
+    sections: dict[str, dict[str, Any]] | None = None,
 ) -> AsyncIterator[NhnRegion]:
-    """The region; ``adapter_options`` adds to (or overrides) the edi2 adapter's options."""
+    """The region; ``adapter_options`` adds to (or overrides) the edi2 adapter's options, ``sections`` the
+    hub's settings (``{"retry": {...}}``)."""
     key = RSAKey.generate_key(2048)
     key_file = tmp_path / "helseid" / "client.jwk"
     key_file.parent.mkdir(parents=True)
@@ -98,6 +100,7 @@ async def nhn_region(
                 tmp_path / "hub",
                 security={"protection": "none"},
                 routing={"default_adapter": "edi2" if default_route else None},
+                **(sections or {}),
             )
             settings = dataclasses.replace(settings, adapters={"edi2": options})
             async with Gateway(settings, register=register, clock=ManualClock()) as hub:
