@@ -23,17 +23,24 @@ from gateway.retry import policy_for
 from gateway.store.base import DeliveryState, NewDelivery
 from gateway.validation import rules
 
-__all__ = ["Addressed", "Directory", "Route", "Router", "addressee_of"]
+__all__ = ["Addressed", "Directory", "Listing", "Route", "Router", "addressee_of"]
 
 _HER_ID_DIGITS = range(1, 13)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the directory says of a HER-id: why a message to it must be refused (E21), or None when it may
+    be sent; and the name operators know the party by (shown in the delivery's trace, never logged)."""
+
+    refusal: str | None
+    name: str = ""
 
 
 class Directory(Protocol):
     """The national register of communication parties, as far as routing needs it."""
 
-    async def refusal(self, her_id: str) -> str | None:
-        """Why a message to ``her_id`` must be refused (E21), or None when it may be sent."""
-        ...
+    async def listing(self, her_id: str) -> Listing: ...
 
 
 @dataclass(frozen=True)
@@ -125,7 +132,7 @@ class Router:
                 if role == "PRIM":
                     raise UnknownReceiver(f"The {envelope.kind.title} does not name its receiver by a HER-id.")
                 continue  # a copy for paper or another channel: not ours to deliver
-            route = await self._checked_route(addressee, role)
+            route, name = await self._checked_route(addressee, role)
             if route.receiver_her in seen:
                 continue
             seen.add(route.receiver_her)
@@ -139,11 +146,13 @@ class Router:
                     deadline_at=start + deadline_h * 3600 if receipts else None,
                     warn_at=start + warning_h * 3600 if receipts else None,
                     expires_at=now + policy.ttl_s,
+                    receiver_name=name,
                 )
             )
         return planned
 
-    async def _checked_route(self, addressee: Addressee, role: str) -> Route:
+    async def _checked_route(self, addressee: Addressee, role: str) -> tuple[Route, str]:
+        """The route to an addressee, and - for a receiver outside the register - its name in the directory."""
         who = "copy receiver" if role == "COP" else "receiver"
         route = self.route(addressee.her_ids)
         if route is None:
@@ -152,10 +161,11 @@ class Router:
                 f"({self.register.name or 'this gateway'})."
             )
         if route.party is None and self.directory is not None:
-            refusal = await self.directory.refusal(route.receiver_her)
-            if refusal is not None:
-                raise UnknownReceiver(f"The {who} cannot be reached: {refusal}")
-        return route
+            listing = await self.directory.listing(route.receiver_her)
+            if listing.refusal is not None:
+                raise UnknownReceiver(f"The {who} cannot be reached: {listing.refusal}")
+            return route, listing.name
+        return route, ""
 
     # -- who sent a received message -------------------------------------------------------------------
 

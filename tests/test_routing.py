@@ -10,7 +10,7 @@ import pytest
 from gateway.core import build_core
 from gateway.errors import UnknownReceiver
 from gateway.model.envelope import Envelope
-from gateway.routing import Route, Router
+from gateway.routing import Listing, Route, Router
 
 from .region import fixture_bytes, settings_for
 
@@ -25,9 +25,11 @@ class FakeDirectory:
         self.unknown = unknown
         self.asked: list[str] = []
 
-    async def refusal(self, her_id: str) -> str | None:
+    async def listing(self, her_id: str) -> Listing:
         self.asked.append(her_id)
-        return f"HER-id {her_id} is not in the Adresseregister." if her_id in self.unknown else None
+        if her_id in self.unknown:
+            return Listing(f"HER-id {her_id} is not in the Adresseregister.")
+        return Listing(None, "Trondheim legesenter / Fastlegene")
 
 
 def router_for(tmp_path: Path, default_adapter: str | None = None) -> Router:
@@ -60,6 +62,7 @@ class TestPlan:
         router.directory = directory = FakeDirectory(set())
         planned = await router.plan(envelope_to(tmp_path, OUTSIDE), now=1_800_000_000.0)
         assert [(d.receiver_her, d.channel) for d in planned] == [(OUTSIDE, "edi2"), ("7103001", "local")]
+        assert [d.receiver_name for d in planned] == ["Trondheim legesenter / Fastlegene", ""]
         assert directory.asked == [OUTSIDE]  # register parties need no lookup
 
     async def test_the_directorys_refusal_is_e21_with_its_answer(self, tmp_path: Path) -> None:

@@ -87,6 +87,14 @@ class CommunicationParty:
     display_name: str | None = None
     organization_number: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How an operator knows the party: its name, under its parent's for a service or a person
+        ("St. Olavs hospital HF / Laboratoriemedisin"), printable characters only and at most 200."""
+        own = self.display_name or self.name
+        full = f"{self.parent_name} / {own}" if self.parent_name and self.parent_name != own else own
+        return "".join(c for c in full if c.isprintable())[:200]
+
     def addresses(self, type_code: str) -> tuple[str, ...]:
         """The party's addresses of one type (``E_EDI``, ``E_DS``, ``E_SB_ASYNC`` ...)."""
         return tuple(address for code, address in self.electronic_addresses if code == type_code)

@@ -35,6 +35,7 @@ from adapters.edi2.msh import MshClient, Notification
 from gateway import __version__
 from gateway.errors import ConfigError, GatewayError, TransportError
 from gateway.log import get_logger
+from gateway.routing import Listing
 from gateway.transport import InboundHandler, Packet, Transport, TransportContext
 from gateway.xml import parse
 
@@ -289,8 +290,9 @@ class AddressRegisterDirectory:
     def __init__(self, register: AddressRegister) -> None:
         self.register = register
 
-    async def refusal(self, her_id: str) -> str | None:
-        return refusal(her_id, await self.register.lookup(her_id))
+    async def listing(self, her_id: str) -> Listing:
+        party = await self.register.lookup(her_id)
+        return Listing(refusal(her_id, party), party.label if party is not None else "")
 
 
 def as_utf8(xml: bytes) -> bytes:

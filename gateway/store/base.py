@@ -89,6 +89,9 @@ class NewDelivery:
     deadline_at: float | None = None
     warn_at: float | None = None
     expires_at: float | None = None
+    #: who the receiver is, where the register does not say (a party outside the region, named by NHN's
+    #: Adresseregister): shown in the delivery's first trace line
+    receiver_name: str = ""
 
 
 @dataclass(frozen=True)

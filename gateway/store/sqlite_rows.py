@@ -241,7 +241,7 @@ def insert_message(
             now,
             str(d.state),
             f"delivery.{d.state}",
-            f"to {d.receiver_her} ({d.role}) via {d.channel}",
+            f"to {d.receiver_her} ({d.role}) via {d.channel}" + (f": {d.receiver_name}" if d.receiver_name else ""),
             delivery_id=cur.lastrowid,
         )
     return message_record(db.execute("SELECT * FROM messages WHERE id = ?", (m.id,)).fetchone())

@@ -40,4 +40,6 @@ async def test_outside_receivers_are_checked_in_the_adresseregister(tmp_path: Pa
             view = await r.hub.store.get(record.id)
             assert view is not None
             assert {(d.receiver_her, d.channel) for d in view.deliveries} >= {(known, "edi2")}
+            first = next(t for t in view.trace if t.receiver_her == known)  # the operator sees who it is
+            assert first.reason == f"to {known} (PRIM) via edi2: Trondheim legesenter / Fastlegene"
             assert app[REQUESTS] == ["8999999", "12345", known]  # one question each; the region's own are not asked
