@@ -10,13 +10,8 @@ processes under test are the gateway a deployment runs, not a test build of it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +25,7 @@ from adapters.edi2.helseid import HelseIdClient
 from adapters.edi2.msh import MshClient, SentStatus
 from gateway.config import PROJECT_ROOT
 from gateway.registry import load_register
+from gateway.testing.replay_processes import free_port, start, stop, toml_value, wait_answering
 
 CLIENT_ID = "sio-gateway"
 REGION = PROJECT_ROOT / "config" / "sio-region.toml"
@@ -37,25 +33,9 @@ SIM_UP_S = 60.0  # bounds for a process that never comes up, not start-up times 
 HUB_UP_S = 120.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def local_her_ids() -> list[str]:
     """The SiO parties the hub serves: the simulator's API users and the HER-ids NHN's log is read for."""
     return [p.her_id for p in load_register(REGION).local_parties]
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def toml_text(data: Mapping[str, Any]) -> str:
@@ -65,7 +45,7 @@ def toml_text(data: Mapping[str, Any]) -> str:
     def table(name: str, values: Mapping[str, Any]) -> None:
         scalars = {k: v for k, v in values.items() if not isinstance(v, Mapping) and not _tables(v)}
         lines.append(f"[{name}]")
-        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.extend(f"{k} = {toml_value(v)}" for k, v in scalars.items())
         lines.append("")
         for key, value in values.items():
             if isinstance(value, Mapping):
@@ -73,14 +53,14 @@ def toml_text(data: Mapping[str, Any]) -> str:
             elif _tables(value):
                 for item in value:
                     lines.append(f"[[{name}.{key}]]")
-                    lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+                    lines.extend(f"{k} = {toml_value(v)}" for k, v in item.items())
                     lines.append("")
 
     for name, values in data.items():
         if _tables(values):
             for item in values:
                 lines.append(f"[[{name}]]")
-                lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
+                lines.extend(f"{k} = {toml_value(v)}" for k, v in item.items())
                 lines.append("")
         else:
             table(name, values)
@@ -154,16 +134,6 @@ def write_sim_config(
     return path
 
 
-def _gateway(args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "GATEWAY_LOG_FORMAT": "json"},
-        )
-
-
 def pki_init(config: Path) -> None:
     """`gateway pki init`: the dev PKI under the hub's data dir, with the HelseID client key."""
     subprocess.run(
@@ -175,42 +145,28 @@ def pki_init(config: Path) -> None:
 
 def start_sim(config: Path, client_key: Path, log: Path) -> subprocess.Popen[bytes]:
     """`gateway sim nhn` as `./dev run` starts it: the HelseID client's key given with ``--client-key``."""
-    return _gateway(["sim", "nhn", "--config", str(config), "--client-key", str(client_key)], log)
+    return start(["sim", "nhn", "--config", str(config), "--client-key", str(client_key)], log)
 
 
 def start_hub(config: Path, log: Path) -> subprocess.Popen[bytes]:
     """`gateway serve`; its log lines are appended to ``log`` across restarts."""
-    return _gateway(["serve", "--config", str(config)], log)
+    return start(["serve", "--config", str(config)], log)
 
 
-async def wait_up(process: subprocess.Popen[bytes], urls: Sequence[str], *, what: str, within_s: float) -> None:
+async def wait_up(
+    process: subprocess.Popen[bytes], urls: Sequence[str], *, what: str, within_s: float, logs: Path
+) -> None:
     """Until each URL answers 200; fails at once if the process exits, or after ``within_s`` (stuck)."""
-    deadline = time.monotonic() + within_s
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        for url in urls:
-            while True:
-                if process.poll() is not None:
-                    raise AssertionError(f"{what} exited with {process.returncode} before it was up")
-                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                    async with session.get(url) as response:
-                        if response.status == 200:
-                            break
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{what} did not answer {url} within {within_s:.0f} s")
-                await asyncio.sleep(0.05)
+    try:
+        await wait_answering(urls, [process], logs, timeout_s=within_s)
+    except RuntimeError as exc:
+        raise AssertionError(f"{what} is not up: {exc}") from None
 
 
 def terminate(process: subprocess.Popen[bytes], timeout_s: float = 60.0) -> int:
     """SIGTERM and its exit code; a process that does not stop is killed and reported as -9."""
-    if process.poll() is not None:
-        return process.returncode
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return -9
+    (code,) = stop([process], timeout_s)
+    return code
 
 
 class NhnReader:

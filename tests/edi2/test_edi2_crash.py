@@ -83,7 +83,9 @@ class Hub:
 
     async def start(self) -> None:
         self.process = start_hub(self.config, self.log)
-        await wait_up(self.process, [f"{self.ports.api_url}/healthz"], what="the hub", within_s=HUB_UP_S)
+        await wait_up(
+            self.process, [f"{self.ports.api_url}/healthz"], what="the hub", within_s=HUB_UP_S, logs=self.log.parent
+        )
 
 
 @dataclass
@@ -217,6 +219,7 @@ def test_sigkill_while_notifications_stream_in_loses_nothing(tmp_path: Path) -> 
             [f"{ports.msh_url}/_sim/peers/{STOLAV}/received", f"{ports.helseid_url}/.well-known/openid-configuration"],
             what="the NHN simulator",
             within_s=SIM_UP_S,
+            logs=tmp_path,
         )
         began = time.monotonic()
         await hub.start()
