@@ -118,6 +118,18 @@ class TestTransportOutcomes:
         view = await store.get(settled.id)
         assert view is not None and view.deliveries[0].state == DeliveryState.ACKNOWLEDGED
 
+    async def test_the_transports_word_can_come_before_the_send_is_recorded(self, store: SqliteStore) -> None:
+        """NHN reports a rejection while the worker still holds the lease: the delivery is dead, and the
+        worker's late "sent" finds it settled."""
+        record, _ = await store.add_message(message(), [to()], now=NOW)
+        [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
+        assert await store.transport_failed(
+            record.id, "7200101", now=NOW + 1, code="delivery.refused", error="NHN: rejected", next_attempt_at=None
+        )
+        assert not await store.mark_sent(claim.delivery.id, owner="a", now=NOW + 2, reason="ok")
+        view = await store.get(record.id)
+        assert view is not None and view.deliveries[0].state == DeliveryState.DEAD
+
     async def test_an_abandoned_delivery_can_wait_to_be_sent_again(self, store: SqliteStore) -> None:
         record, _ = await store.add_message(message(), [to()], now=NOW)
         [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)

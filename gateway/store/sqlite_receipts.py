@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import (
+    ACTIVE,
     AppRecOutcome,
     DeliveryState,
     MessageRecord,
@@ -98,12 +99,14 @@ def transport_failed(
 ) -> bool:
     """The transport that took the delivery of ``message_id`` to ``receiver_her`` reports that the far end
     refused or abandoned it: the delivery is dead, or - with ``next_attempt_at`` - waits to be sent again.
-    Only a delivery that is sent (or overdue) and has no AppRec changes; False otherwise."""
+    Only a delivery that is sent (or overdue), or being sent (the transport's word can come before the worker
+    has recorded the send: that record then finds it settled), and has no AppRec changes; False otherwise."""
     row = db.execute(
         "SELECT * FROM deliveries WHERE message_id = ? AND receiver_her = ? ORDER BY id DESC LIMIT 1",
         (message_id, receiver_her),
     ).fetchone()
-    if row is None or row["state"] not in ("sent", "overdue") or row["apprec_status"] is not None:
+    in_flight = row is not None and row["state"] in ACTIVE and row["lease_owner"] is not None
+    if row is None or not (row["state"] in ("sent", "overdue") or in_flight) or row["apprec_status"] is not None:
         return False
     state = DeliveryState.DEAD if next_attempt_at is None else DeliveryState.RETRYING
     db.execute(
