@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from adapters.bodies import read_head
 from gateway.errors import PermanentDeliveryError, TransportError
 from gateway.transport import InboundHandler, InboundResult, Packet, Transport, TransportContext, retry_after
 
@@ -48,7 +49,7 @@ class HttpTransport(Transport):
             ) as resp:
                 if 200 <= resp.status < 300:
                     return
-                error = _error_body(await resp.content.read(65536))
+                error = _error_body(await read_head(resp.content, 65536))
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"POST {packet.destination} failed: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
         said = error.get("message") or f"HTTP {resp.status}"

@@ -35,6 +35,7 @@ import aiohttp
 from lxml import etree
 from yarl import URL
 
+from adapters.bodies import read_body
 from gateway.errors import ConfigError, GatewayError, TransportError, UnknownReceiver
 from gateway.xml import parse, serialize
 
@@ -207,23 +208,16 @@ class AddressRegister:
                 raise_for_status=False,
             ) as resp:
                 status = resp.status
-                body = await _read_capped(resp.content)
+                body = await read_body(resp.content, _MAX_BYTES)
+                if body is None:
+                    raise AddressRegisterError(
+                        f"The Adresseregister's answer is over {_MAX_BYTES} bytes; it was not read."
+                    )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(
                 f"The Adresseregister at {self._url} did not answer: {type(exc).__name__}: {exc}".rstrip(": ")
             ) from exc
         return _answer(her_id, status, body, self._url)
-
-
-async def _read_capped(content: aiohttp.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in content.iter_chunked(65536):
-        size += len(chunk)
-        if size > _MAX_BYTES:
-            raise AddressRegisterError(f"The Adresseregister's answer is over {_MAX_BYTES} bytes; it was not read.")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _request(her_id: str, to: str) -> bytes:
