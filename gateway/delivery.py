@@ -29,7 +29,6 @@ import structlog
 from gateway.clock import Clock
 from gateway.config import Settings
 from gateway.errors import (
-    ChannelLocked,
     GatewayError,
     NoRoute,
     PermanentDeliveryError,
@@ -336,10 +335,8 @@ class DeliveryWorker:
             if await asyncio.shield(self.store.mark_dead(d.id, owner=self.owner, now=now, code=code, error=error)):
                 log.error("delivery.dead", code=exc.event, error_code=code)
             return
-        if isinstance(exc, ChannelLocked):
-            await self._pause(d.receiver_her, d.channel, exc)
         retry_after = exc.retry_after_s if isinstance(exc, TransportError) else None
-        if isinstance(exc, TransportError):  # the route itself failed: the breaker counts it
+        if isinstance(exc, TransportError) and exc.route_failure:  # the route itself failed: the breaker counts it
             wait = max(policy.delay(d.attempts, self.rng), retry_after or 0.0)
             self.breaker.failure(d.receiver_her, retry_in=wait, reason=exc.message, code=exc.event)
         when = policy.next_attempt_at(
@@ -354,14 +351,6 @@ class DeliveryWorker:
         )
         if recorded:
             log.warning("delivery.retrying", code=exc.event, next_attempt_in_s=round(when - now, 1))
-
-    async def _pause(self, route: str, channel: str, exc: ChannelLocked) -> None:
-        """Pause a route whose channel another client holds - once, with one loud line, until an operator
-        resumes it (gateway queue resume)."""
-        if any(r.route == route and r.paused for r in await self.store.routes()):
-            return
-        await self.store.pause(route, actor=f"transport:{channel}", now=self.clock.now())
-        log.error("route.paused_by_transport", code=exc.event, route=route, channel=channel, error=exc.message)
 
     async def _give_up(self, claim: Claim, code: str, error: str) -> None:
         now = self.clock.now()

@@ -36,7 +36,8 @@ not a ``GatewayError`` is treated as unknown: retried, never reported to the sen
     ├── DeliveryError                 handing a packet to a transport
     │   ├── TransportError            retryable: peer down, timeout, 5xx (with the peer's Retry-After)
     │   │   ├── NotAuthorized         retryable, an operator's fix: NHN's 403 for a HER-id
-    │   │   └── ChannelLocked         the route is paused: NHN's 423 (another client holds the HER-id)
+    │   │   ├── ChannelLocked         retryable, an operator's fix: NHN's 423 (another client holds our HER-id)
+    │   │   └── AuthenticationRefused retryable, an operator's fix: HelseID or NHN refused our client
     │   └── PermanentDeliveryError    not retryable: the peer refused the packet for good
     │       └── NoRoute               no adapter/endpoint for the receiver
     ├── RequestError                  an API call that cannot be served (HTTP 4xx)
@@ -54,6 +55,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 __all__ = [
+    "AuthenticationRefused",
     "BadBody",
     "BadRequest",
     "Busy",
@@ -333,10 +335,13 @@ class DeliveryError(GatewayError):
 
 class TransportError(DeliveryError):
     """The packet did not get through this time; try again later - no sooner than ``retry_after_s`` when
-    the peer said when (HTTP ``Retry-After``)."""
+    the peer said when (HTTP ``Retry-After``). ``route_failure``: the route (the receiver) failed, and its
+    circuit breaker counts it; False where the fault is this gateway's own standing with the network, which
+    no receiver's breaker should pay for."""
 
     event = "delivery.transport_error"
     retryable = True
+    route_failure: ClassVar[bool] = True
 
     def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
         super().__init__(message)
@@ -349,14 +354,25 @@ class NotAuthorized(TransportError):
     Retried, so messages flow again once it is fixed; logged as an error."""
 
     event = "delivery.not_authorized"
+    route_failure = False
 
 
 class ChannelLocked(TransportError):
-    """Another client holds the channel for that HER-id (NHN's 423 Locked: another HelseID client has the
-    HER-id's configuration locked). The route is paused - an operator decides which client is to serve it."""
+    """Another client holds the channel for one of our HER-ids (NHN's 423 Locked: another HelseID client
+    has the HER-id's configuration locked): what that HER-id sends waits - an operator decides which client
+    is to serve it. The rest of the region's HER-ids go on."""
 
     event = "delivery.channel_locked"
-    pauses_route: ClassVar[bool] = True
+    route_failure = False
+
+
+class AuthenticationRefused(TransportError):
+    """HelseID refused this gateway's client (``invalid_client``, a clock out of step, an unknown key), or
+    NHN refused its access token twice: only an operator can fix it. Retried, so the messages wait and flow
+    again once it is fixed - never dead letters for a credential problem."""
+
+    event = "delivery.authentication_refused"
+    route_failure = False
 
 
 class PermanentDeliveryError(DeliveryError):

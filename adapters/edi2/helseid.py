@@ -16,8 +16,10 @@ Meldingstjener demands (docs/edi2.md):
 
 Failures become the gateway's errors: HelseID unreachable, 5xx, 408 or 429 is a
 :class:`~gateway.errors.TransportError` (with ``retry_after_s`` from ``Retry-After``) - the message waits;
-a refusal (``invalid_client``, ``invalid_scope``, any other 4xx) is a :class:`~gateway.errors.ConfigError`
-naming the OAuth error and what to check, since only an operator can fix the HelseID client. Neither
+a refusal (``invalid_client``, ``invalid_scope``, any other 4xx, a discovery document or token answer that
+cannot be used) is an :class:`~gateway.errors.AuthenticationRefused` naming the OAuth error and what to
+check, since only an operator can fix the HelseID client - retried like the network's faults, so the
+messages wait for the fix instead of becoming dead letters. Neither
 error nor log line ever holds a token, an assertion, a proof or key material; the OAuth error code is
 logged only when it looks like one.
 """
@@ -35,8 +37,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from adapters.bodies import read_body
 from adapters.edi2.dpop import SigningKey, client_assertion, dpop_proof
-from gateway.errors import ConfigError, TransportError
+from gateway.errors import AuthenticationRefused, TransportError
 from gateway.log import get_logger
 from gateway.transport import retry_after
 
@@ -165,11 +168,11 @@ class HelseIdClient:
                 raise self._failure(status, body, _headers, what="discovery", url=url)
             issuer, endpoint = body.get("issuer"), body.get("token_endpoint")
             if not isinstance(issuer, str) or issuer.rstrip("/") != self.issuer:
-                raise ConfigError(
+                raise AuthenticationRefused(
                     f"The OpenID configuration at {url} names another issuer than helseid_url {self.issuer!r}."
                 )
             if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
-                raise ConfigError(f"The OpenID configuration at {url} has no usable token_endpoint.")
+                raise AuthenticationRefused(f"The OpenID configuration at {url} has no usable token_endpoint.")
             self._endpoint = endpoint
             log.info("helseid.discovered", issuer=self.issuer, client_id=self.client_id)
         return self._endpoint
@@ -211,9 +214,9 @@ class HelseIdClient:
     def _token_from(self, body: Mapping[str, Any], started: float) -> _Token:
         value, token_type = body.get("access_token"), body.get("token_type")
         if not isinstance(value, str) or not _TOKEN_CHARS.fullmatch(value):
-            raise ConfigError("HelseID answered the token request without a usable access_token.")
+            raise AuthenticationRefused("HelseID answered the token request without a usable access_token.")
         if not isinstance(token_type, str) or token_type.lower() != "dpop":
-            raise ConfigError(
+            raise AuthenticationRefused(
                 f"HelseID issued a {str(token_type)[:16]!r} token, not a DPoP-bound one: "
                 "the HelseID client must require DPoP."
             )
@@ -239,8 +242,8 @@ class HelseIdClient:
             async with self._session.request(
                 method, url, data=form, headers=headers, allow_redirects=False, timeout=self._timeout
             ) as resp:
-                raw = await resp.content.read(_MAX_BODY)
-                return resp.status, _json_object(raw), resp.headers
+                raw = await read_body(resp.content, _MAX_BODY)  # over the bound: read as no answer at all
+                return resp.status, _json_object(raw or b""), resp.headers
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning(
                 "helseid.unreachable",
@@ -255,7 +258,7 @@ class HelseIdClient:
 
     def _failure(
         self, status: int, body: Mapping[str, Any], headers: Mapping[str, str], *, what: str, url: str
-    ) -> TransportError | ConfigError:
+    ) -> TransportError:
         error = body.get("error")
         code = error if isinstance(error, str) and _OAUTH_CODE.fullmatch(error) else None
         # a second use_dpop_nonce right after HelseID gave one: its nonce rotated in between - try again
@@ -265,14 +268,14 @@ class HelseIdClient:
             return TransportError(
                 f"HelseID answered HTTP {status} to the {what} request; trying again later.", retry_after_s=wait
             )
-        log.warning("helseid.refused", code=ConfigError.event, step=what, status=status, error=code)
+        log.error("helseid.refused", code=AuthenticationRefused.event, step=what, status=status, error=code)
         if 300 <= status < 400:
-            return ConfigError(f"HelseID's {what} URL {url} redirects (HTTP {status}): fix helseid_url.")
+            return AuthenticationRefused(f"HelseID's {what} URL {url} redirects (HTTP {status}): fix helseid_url.")
         if what == "discovery":
-            return ConfigError(f"No OpenID configuration at {url} (HTTP {status}): check helseid_url.")
+            return AuthenticationRefused(f"No OpenID configuration at {url} (HTTP {status}): check helseid_url.")
         hint = _HINTS.get(code or "", "check the HelseID client's configuration")
         said = f" {code}" if code else ""
-        return ConfigError(
+        return AuthenticationRefused(
             f"HelseID refused the token request of client {self.client_id!r} (HTTP {status}{said}): {hint}."
         )
 

@@ -8,9 +8,14 @@ gateway's own errors (docs/edi2.md has the table):
 * 400 (validation) - :class:`~gateway.errors.PermanentDeliveryError` carrying NHN's validation errors;
 * 403 "Not authorized for HerId(s)" - :class:`~gateway.errors.NotAuthorized` (retried; logged as a
   configuration error an operator must fix in HelseID or the Adresseregister);
-* 423 Locked (another HelseID client holds the HER-id) - :class:`~gateway.errors.ChannelLocked`, which
-  pauses the route;
+* 423 Locked (another HelseID client holds the HER-id) - :class:`~gateway.errors.ChannelLocked`;
+* 401 once more after the refresh - :class:`~gateway.errors.AuthenticationRefused` (retried);
 * 429 and 5xx, and the network - :class:`~gateway.errors.TransportError` with NHN's ``Retry-After``.
+
+NHN's answers are read within bounds (:data:`MAX_ANSWER_BYTES`, one SSE event at most
+:data:`MAX_EVENT_BYTES`), and NHN's message ids must look like ids before they go into a path. The SSE
+stream is given up when nothing, not even a heartbeat, came for ``stream_idle_s``: a connection a firewall
+dropped silently is noticed, and the loop polls and opens it again.
 
 Both error formats are read: v3's problem details and v2's ``ErrorMessage``. Unknown JSON fields are
 ignored everywhere (NHN adds fields).
@@ -21,58 +26,37 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 
+from adapters.bodies import read_body, read_head
+from adapters.edi2 import msh_answers as answers
 from adapters.edi2.helseid import HelseIdClient, nonce_challenge
-from gateway.errors import ChannelLocked, NotAuthorized, PermanentDeliveryError, TransportError
+from adapters.edi2.msh_answers import Notification, SentStatus
+from gateway.errors import (
+    AuthenticationRefused,
+    ChannelLocked,
+    NotAuthorized,
+    PermanentDeliveryError,
+    TransportError,
+)
+from gateway.log import get_logger
 from gateway.transport import retry_after
 
-__all__ = ["MAX_REQUEST_BYTES", "MshClient", "Notification", "SentStatus"]
+__all__ = ["MAX_ANSWER_BYTES", "MAX_EVENT_BYTES", "MAX_REQUEST_BYTES", "MshClient", "Notification", "SentStatus"]
+
+log = get_logger(__name__)
 
 #: NHN's limit on one request (the business document travels base64 inside JSON).
 MAX_REQUEST_BYTES = 35 * 1024 * 1024
+#: the most of one answer that is read: a business document at NHN's limit, base64 in JSON, with room
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+#: the most of one SSE event (a notification is a few hundred bytes)
+MAX_EVENT_BYTES = 1024 * 1024
 
 ApiVersion = Literal["2", "3"]
 _CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0)
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One entry of v3's global notification log (offsets grow with gaps; redelivery is normal)."""
-
-    offset: int
-    type: str
-    related_message_id: str
-    receiver_her: str
-    notification_id: str = ""
-    description: str = ""
-
-    @classmethod
-    def of(cls, data: Mapping[str, Any]) -> Notification:
-        return cls(
-            offset=int(data["offset"]),
-            type=str(data.get("type", "")),
-            related_message_id=str(data.get("relatedMessageId", "")),
-            receiver_her=str(data.get("notificationReceiverHerId", "")),
-            notification_id=str(data.get("notificationId", "")),
-            description=str(data.get("description") or ""),
-        )
-
-
-@dataclass(frozen=True)
-class SentStatus:
-    """What NHN knows of a message we sent, for one receiver: the ebXML transport state and the AppRec."""
-
-    receiver_her: str
-    transport_state: str  # Unconfirmed | Acknowledged | Rejected | Abandoned
-    apprec_status: str | None = None  # 1 | 2 | 3 (KITH 8258), None until an AppRec came
-    apprec_errors: tuple[tuple[str, str], ...] = ()
-
-
-_APPREC_STATUS = {"Ok": "1", "Rejected": "2", "OkErrorInMessagePart": "3", "1": "1", "2": "2", "3": "3"}
 
 
 class MshClient:
@@ -85,7 +69,9 @@ class MshClient:
         api_version: ApiVersion = "3",
         source_system: str = "sio-gateway",
         application: tuple[str, str] = ("sio-gateway", "0"),
+        stream_idle_s: float = 120.0,
     ) -> None:
+        self.stream_idle_s = stream_idle_s
         self.base_url = base_url.rstrip("/")
         self.helseid = helseid
         self.session = session
@@ -118,7 +104,7 @@ class MshClient:
                 "applicationVersion": self.application[1],
             }
             answer = await self._call("POST", "/messages", json_body=body)
-            return str(answer["id"])
+            return answers.nhn_id(answer.get("id") if isinstance(answer, dict) else None, "POST /messages")
         body = {
             "businessDocument": document,
             "contentType": "application/xml",
@@ -127,12 +113,13 @@ class MshClient:
             "ebXmlOverrides": {"applicationName": self.application[0], "applicationVersion": self.application[1]},
         }
         answer = await self._call("POST", "/Messages", json_body=body)
-        return str(answer).strip('"')  # a JSON string, quotes and all (KS strips them too)
+        return answers.nhn_id(answer, "POST /Messages")  # a JSON string (KS strips its quotes too)
 
     async def notifications(self, her_ids: Sequence[str], *, offset: int, count: int = 100) -> list[Notification]:
         params = [("HerIds", h) for h in her_ids] + [("Offset", str(offset)), ("NotificationsToFetch", str(count))]
         answer = await self._call("GET", "/notifications", params=params)
-        return [Notification.of(n) for n in answer.get("notifications", [])]
+        listed = answer.get("notifications") if isinstance(answer, dict) else None
+        return [n for n in map(answers.notification, listed if isinstance(listed, list) else []) if n is not None]
 
     async def stream(self, her_ids: Sequence[str], *, offset: int | None) -> AsyncIterator[Notification]:
         """``GET /notifications/stream`` (SSE): the notifications as they come, from ``offset`` (or the
@@ -144,60 +131,76 @@ class MshClient:
             await self._raise_for(response)
             if response.status == 204:
                 return
-            event, data = "", []
-            async for raw in response.content:
+            event, data, size = "", [], 0
+            async for raw in response.content:  # aiohttp bounds one line (a longer one ends the stream)
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 if line.startswith("event:"):
                     event = line[6:].strip()
                 elif line.startswith("data:"):
+                    size += len(raw)
+                    if size > MAX_EVENT_BYTES:
+                        raise TransportError(f"NHN's notification stream sent an event over {MAX_EVENT_BYTES} bytes.")
                     data.append(line[5:].lstrip())
                 elif not line:
                     if event == "notification" and data:
-                        yield Notification.of(json.loads("\n".join(data)))
-                    event, data = "", []
+                        notification = answers.notification(answers.read_json("\n".join(data)))
+                        if notification is not None:
+                            yield notification
+                    event, data, size = "", [], 0
 
     async def downloaded(self, message_id: str, receiver_her: str) -> None:
         """Mark a received message as taken: v3 ``PUT downloaded``, v2 ``PUT read/{herId}``."""
         if self.api_version == "3":
             body = {"receiverHerId": int(receiver_her)}
-            await self._call("PUT", f"/messages/{message_id}/downloaded", json_body=body)
+            await self._call("PUT", f"/messages/{answers.path_id(message_id)}/downloaded", json_body=body)
         else:
-            await self._call("PUT", f"/Messages/{message_id}/read/{receiver_her}")
+            await self._call("PUT", f"/Messages/{answers.path_id(message_id)}/read/{int(receiver_her)}")
 
     # -- both versions ----------------------------------------------------------------------------------
 
     async def unread(self, receiver_hers: Sequence[str], *, count: int = 100) -> list[tuple[str, str]]:
-        """v2: the unread messages for our HER-ids as (message id, receiver HER-id)."""
+        """v2: the unread messages for our HER-ids as (message id, receiver HER-id); an entry that is not
+        one is left out (logged)."""
         params = [("ReceiverHerIds", h) for h in receiver_hers] + [("MessagesToFetch", str(min(count, 100)))]
         answer = await self._call("GET", "/Messages", params=params)
-        return [(str(m["id"]), str(m.get("receiverHerId", ""))) for m in answer]
+        found = []
+        for m in answer if isinstance(answer, list) else []:
+            message_id = m.get("id") if isinstance(m, dict) else None
+            if isinstance(message_id, str) and answers.is_nhn_id(message_id):
+                found.append((message_id, str(m.get("receiverHerId", ""))))
+            else:
+                log.warning("edi2.unreadable_entry", code="edi2.unreadable_entry", listing="unread messages")
+        return found
 
     async def message(self, message_id: str) -> dict[str, Any]:
-        path = f"/messages/{message_id}" if self.api_version == "3" else f"/Messages/{message_id}"
-        answer: dict[str, Any] = await self._call("GET", path)
+        prefix = "/messages" if self.api_version == "3" else "/Messages"
+        answer = await self._call("GET", f"{prefix}/{answers.path_id(message_id)}")
+        if not isinstance(answer, dict):
+            raise ValueError(f"NHN's answer about message {message_id} is not a JSON object")
         return answer
 
     async def business_document(self, message_id: str) -> bytes:
         prefix = "/messages" if self.api_version == "3" else "/Messages"
-        answer = await self._call("GET", f"{prefix}/{message_id}/business-document")
-        return base64.b64decode(answer["businessDocument"], validate=True)
+        answer = await self._call("GET", f"{prefix}/{answers.path_id(message_id)}/business-document")
+        return base64.b64decode(answer["businessDocument"], validate=True)  # a ValueError when it is not base64
 
     async def status(self, message_id: str) -> list[SentStatus]:
         """The transport state and AppRec of a message we sent, per receiver."""
         if self.api_version == "3":
-            answer = await self._call("GET", f"/messages/{message_id}/status")
+            answer = await self._call("GET", f"/messages/{answers.path_id(message_id)}/status")
             out = []
             for s in answer.get("statusList", []):
                 info = s.get("apprecInfo") or {}
-                out.append(_status(s, info.get("appRecStatus"), info.get("appRecErrorList")))
+                out.append(answers.sent_status(s, info.get("appRecStatus"), info.get("appRecErrorList")))
             return out
-        states = await self._call("GET", f"/Messages/{message_id}/status")
+        states = await self._call("GET", f"/Messages/{answers.path_id(message_id)}/status")
         apprecs = {str(a.get("receiverHerId")): a for a in await self._call("GET", f"/Messages/{message_id}/apprec")}
-        return [
-            _status(s, apprecs.get(str(s.get("receiverHerId")), {}).get("appRecStatus") or s.get("appRecStatus"),
-                    apprecs.get(str(s.get("receiverHerId")), {}).get("appRecErrorList"))
-            for s in states
-        ]  # fmt: skip
+        out = []
+        for s in states:
+            apprec = apprecs.get(str(s.get("receiverHerId")), {})
+            status = apprec.get("appRecStatus") or s.get("appRecStatus")
+            out.append(answers.sent_status(s, status, apprec.get("appRecErrorList")))
+        return out
 
     async def apprec(self, message_id: str, *, sender_her: str, status: str, errors: Sequence[tuple[str, str]]) -> str:
         """Answer a received message: NHN builds the AppRec XML towards the EDI sender from the status and
@@ -214,11 +217,11 @@ class MshClient:
                 "applicationName": self.application[0],
                 "applicationVersion": self.application[1],
             }
-            answer = await self._call("POST", f"/messages/{message_id}/apprec", json_body=body)
-            return str(answer["id"])
+            answer = await self._call("POST", f"/messages/{answers.path_id(message_id)}/apprec", json_body=body)
+            return answers.nhn_id(answer.get("id") if isinstance(answer, dict) else None, "POST …/apprec")
         body = {"appRecStatus": named, "appRecErrorList": error_list or None}
-        answer = await self._call("POST", f"/Messages/{message_id}/apprec/{sender_her}", json_body=body)
-        return str(answer).strip('"')
+        path = f"/Messages/{answers.path_id(message_id)}/apprec/{int(sender_her)}"
+        return answers.nhn_id(await self._call("POST", path, json_body=body), "POST …/apprec")
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
@@ -243,13 +246,21 @@ class MshClient:
                     nonce = nonce_challenge(response.status, response.headers)
                     if nonce is not None:
                         self.helseid.note_nonce(url, nonce)
-                    else:
-                        self.helseid.invalidate()
+                    else:  # that token only: one another call got meanwhile is kept
+                        self.helseid.invalidate(response.request_info.headers.get("Authorization", "")[5:])
                     continue
+                if response.status == 401:
+                    raise AuthenticationRefused(
+                        f"NHN's Meldingstjener refused the access token for {method} {path} twice (401): "
+                        f"{answers.problem(await read_head(response.content, 65536))} - check the HelseID client "
+                        "and the clock."
+                    )
                 await self._raise_for(response)
-                raw = await response.read()
-                return json.loads(raw) if raw else {}
-        raise TransportError(f"NHN's Meldingstjener did not accept the access token for {method} {path}.")
+                raw = await read_body(response.content, MAX_ANSWER_BYTES)
+                if raw is None:
+                    raise TransportError(f"NHN's answer to {method} {path} is over {MAX_ANSWER_BYTES} bytes.")
+                return answers.read_json(raw) if raw else {}
+        raise AssertionError("unreachable: the second attempt returns or raises")  # pragma: no cover
 
     async def _open(
         self,
@@ -277,8 +288,13 @@ class MshClient:
                 data=data,
                 headers=headers,
                 allow_redirects=False,
-                # a stream stays open as long as NHN keeps it; a call is answered within a minute
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=None) if streaming else _CALL_TIMEOUT,
+                # a stream stays open as long as NHN keeps it and says something (a heartbeat will do);
+                # a call is answered within a minute
+                timeout=(
+                    aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=self.stream_idle_s)
+                    if streaming
+                    else _CALL_TIMEOUT
+                ),
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"{method} {url} failed: {type(exc).__name__}.") from exc
@@ -287,7 +303,7 @@ class MshClient:
         status = response.status
         if status < 400:
             return
-        problem = _problem(await response.content.read(65536))
+        problem = answers.problem(await read_head(response.content, 65536))
         where = f"{response.method} {response.url.path}"
         if status == 400:
             raise PermanentDeliveryError(f"NHN refused {where} (400): {problem}", condition="nhn:validation")
@@ -299,30 +315,3 @@ class MshClient:
             raise TransportError(f"NHN answered {where} {status}: {problem}", retry_after_s=retry_after(
                 response.headers.get("Retry-After")))  # fmt: skip
         raise PermanentDeliveryError(f"NHN refused {where} ({status}): {problem}", condition=f"nhn:{status}")
-
-
-def _problem(raw: bytes) -> str:
-    """NHN's words from either error format (v3 problem details, v2 ErrorMessage), bounded."""
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        return "no readable error body"
-    if not isinstance(data, dict):
-        return "no readable error body"
-    said = str(data.get("detail") or data.get("title") or data.get("error") or "no reason given")
-    errors = data.get("validationErrors") or []
-    if isinstance(errors, list) and errors:
-        said += "; validation: " + "; ".join(str(e)[:200] for e in errors[:10])
-    code = data.get("errorCode")
-    return (f"{said} (error code {code})" if code is not None else said)[:1000]
-
-
-def _status(entry: Mapping[str, Any], apprec_status: object, errors: object) -> SentStatus:
-    listed = errors if isinstance(errors, list) else []
-    return SentStatus(
-        receiver_her=str(entry.get("receiverHerId", "")),
-        transport_state=str(entry.get("transportDeliveryState", "Unconfirmed")),
-        apprec_status=_APPREC_STATUS.get(str(apprec_status)) if apprec_status is not None else None,
-        apprec_errors=tuple((str(e.get("errorCode", "")), str(e.get("details") or e.get("description") or ""))
-                            for e in listed if isinstance(e, dict)),
-    )  # fmt: skip

@@ -7,16 +7,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from adapters.edi2.transport import Edi2Transport
+from gateway.clock import ManualClock
+from gateway.errors import ChannelLocked
 from gateway.store.base import DeliveryState
+from gateway.testing.nhn.msh_state import Configuration
 from gateway.transport import Packet
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
-from .nhn_region import NhnRegion, nhn_region
+from .nhn_region import CLIENT_ID, NhnRegion, nhn_region
 
 TO_STOLAV = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"  # Skaun -> 7200101, copy to LiO
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # 7200101 -> GP 7102001, copy to Frøya
-STOLAV, GP = "7200101", "7102001"
+STOLAV, GP, SKAUN, FROYA = "7200101", "7102001", "7100701", "7100101"
 
 
 async def _remote(r: NhnRegion, message_id: str):  # type: ignore[no-untyped-def]
@@ -47,6 +52,27 @@ class TestAuthentication:
             await _acknowledged(r, second.id)
             assert r.helseid.tokens_issued == issued + 1
             assert (await _remote(r, second.id)).attempts == 1  # got over inside one attempt
+
+
+    async def test_a_refusing_helseid_holds_messages_back_it_does_not_kill_them(self, tmp_path: Path) -> None:
+        """HelseID refuses the client (400: a clock out of step, a key rolled over): the delivery waits with the
+        reason (retried, never a dead letter) and St. Olavs' route is not marked down for our credential
+        problem; once HelseID answers again, the message goes."""
+        async with nhn_region(tmp_path) as r:
+            r.helseid.fail_next(1_000_000, status=400)
+            r.sim.faults.expire_token(times=1)  # whoever calls next finds the token gone, and asks for a new one
+            record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            clock = r.hub.clock
+            assert isinstance(clock, ManualClock)
+            for _ in range(7):  # more failures than the breaker's threshold (5)
+                await r.hub.worker.drain()
+                remote = await _remote(r, record.id)
+                assert remote.state == DeliveryState.RETRYING
+                assert remote.last_error_code == "delivery.authentication_refused"
+                clock.advance(7200)
+            assert not r.hub.worker.breaker.is_open(STOLAV)
+            r.helseid.recover()
+            await _acknowledged(r, record.id)
 
 
 class TestStream:
@@ -101,16 +127,36 @@ class TestRefusals:
             assert remote.state == DeliveryState.RETRYING
             assert remote.last_error_code == "delivery.not_authorized" and "HER" in (remote.last_error or "")
 
-    async def test_423_pauses_the_route(self, tmp_path: Path) -> None:
-        """Another HelseID client holds Skaun's configuration locked: the route to St. Olavs is paused."""
-        async with nhn_region(tmp_path) as r:
-            r.sim.faults.fail(423, times=1, path="/messages", method="POST")
-            record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+    async def test_423_holds_back_the_locked_her_id_only(self, tmp_path: Path) -> None:
+        """Another HelseID client holds Skaun's configuration locked at NHN: what Skaun sends waits (retried,
+        one loud line), the rest of the region goes on and no route is paused or broken; once the other client
+        lets go, the receive loop declares Skaun again and its message goes."""
+        async with nhn_region(tmp_path, adapter_options={"locked_recheck_s": 0}) as r:
+            r.sim.state.configurations[SKAUN] = Configuration(SKAUN, locked_by="old-epj-integration")
+            held, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            from_froya = fixture_bytes(TO_STOLAV).replace(SKAUN.encode(), FROYA.encode())
+            other, _ = await r.hub.submit(with_msg_id(from_froya.replace(b"7100700", b"7100100")), ADMIN)
             await r.hub.worker.drain()
-            assert (await _remote(r, record.id)).state == DeliveryState.RETRYING
-            assert [(x.route, x.paused, x.paused_by) for x in await r.hub.store.routes()] == [
-                (STOLAV, True, "transport:edi2")
-            ]
+            waiting = await _remote(r, held.id)
+            assert waiting.state == DeliveryState.RETRYING and waiting.last_error_code == "delivery.channel_locked"
+            await _acknowledged(r, other.id)  # the same receiver, from a HER-id that is not locked
+            for _ in range(3):  # Skaun's next attempts do not go to NHN while it is held: still one refusal
+                clock = r.hub.clock
+                assert isinstance(clock, ManualClock)
+                clock.advance(3600)
+                await r.hub.worker.drain()
+            assert (await _remote(r, held.id)).state == DeliveryState.RETRYING
+            assert not [x for x in await r.hub.store.routes() if x.paused]
+            assert not any(m.sender == SKAUN for m in r.sim.state.messages.values())
+
+            del r.sim.state.configurations[SKAUN]  # the other client let go
+
+            async def released() -> bool:
+                return (c := r.sim.state.configurations.get(SKAUN)) is not None and c.locked_by == CLIENT_ID
+
+            await r.until(released, what="the hub declares Skaun again")
+            clock.advance(3600)
+            await _acknowledged(r, held.id)
 
     async def test_validation_400_is_dead_with_nhns_reasons(self, tmp_path: Path) -> None:
         async with nhn_region(tmp_path) as r:
@@ -152,3 +198,24 @@ class TestStartUp:
             finally:
                 await fresh.aclose()
             assert any(m.sender == "7100701" for m in r.sim.state.messages.values())
+
+    async def test_a_her_id_locked_at_start_is_left_out_and_the_rest_are_declared(self, tmp_path: Path) -> None:
+        """NHN refuses the whole declaration when one HER-id is held by another client (423): the transport
+        finds which one and goes on with the rest - a send from it is refused without troubling NHN."""
+        async with nhn_region(tmp_path) as r:
+            started = r.hub.transports["edi2"]
+            r.sim.state.configurations.clear()
+            r.sim.state.configurations[SKAUN] = Configuration(SKAUN, locked_by="old-epj-integration")
+            fresh = Edi2Transport(dataclasses.replace(started.context, local_her_ids=(SKAUN, GP)))
+            body = with_msg_id(fixture_bytes(TO_STOLAV))
+            try:
+                with pytest.raises(ChannelLocked, match="7100701"):
+                    await fresh.send(Packet(body, "t", SKAUN, STOLAV, "application/xml", "X", reference="m-1"))
+                assert GP in r.sim.state.configurations  # declared, though Skaun could not be
+                assert r.sim.state.configurations[SKAUN].locked_by == "old-epj-integration"
+                sent_before = len(r.sim.state.messages)
+                with pytest.raises(ChannelLocked):  # known to be held: not asked again
+                    await fresh.send(Packet(body, "t", SKAUN, STOLAV, "application/xml", "X", reference="m-1"))
+                assert len(r.sim.state.messages) == sent_before
+            finally:
+                await fresh.aclose()

@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from adapters.edi2.helseid import nonce_challenge
-from gateway.errors import ConfigError, TransportError
+from gateway.errors import AuthenticationRefused, TransportError
 from tests.edi2.helseid_harness import CLIENT_ID, HER_IDS, registered, running, signing_key
 
 
@@ -30,14 +30,14 @@ class TestDiscovery:
     async def test_another_issuer_is_a_config_error(self) -> None:
         """A discovery document naming another issuer than the one configured is not followed."""
         async with running(issuer="https://helseid-sts.test.nhn.no") as h:
-            with pytest.raises(ConfigError, match="another issuer"):
+            with pytest.raises(AuthenticationRefused, match="another issuer"):
                 await h.client().access_token()
 
     async def test_no_openid_configuration(self) -> None:
         """helseid_url pointing somewhere without discovery is an operator's error, named as such."""
         async with running() as h:
             client = h.client(issuer=h.issuer + "/nowhere")
-            with pytest.raises(ConfigError, match=r"No OpenID configuration .* \(HTTP 404\)"):
+            with pytest.raises(AuthenticationRefused, match=r"No OpenID configuration .* \(HTTP 404\)"):
                 await client.access_token()
 
 
@@ -176,20 +176,21 @@ class TestFailures:
             with pytest.raises(TransportError, match="cannot be reached"):
                 await h.client(issuer=f"http://127.0.0.1:{port}").access_token()
 
-    async def test_wrong_key_is_a_config_error(self) -> None:
-        """A key HelseID does not know for the client: ConfigError naming invalid_client and what to check."""
+    async def test_wrong_key_is_refused_naming_what_to_check(self) -> None:
+        """A key HelseID does not know for the client: AuthenticationRefused (retried: the messages wait for the
+        fix) naming invalid_client and what to check."""
         async with running() as h:
-            with pytest.raises(ConfigError, match=r"invalid_client.*key_file"):
+            with pytest.raises(AuthenticationRefused, match=r"invalid_client.*key_file"):
                 await h.client(signing_key("other")).access_token()
 
     async def test_scope_not_granted_is_a_config_error(self) -> None:
         async with running() as h:
-            with pytest.raises(ConfigError, match="invalid_scope"):
+            with pytest.raises(AuthenticationRefused, match="invalid_scope"):
                 await h.client(scope="nhn:msh/admin").access_token()
 
     async def test_unknown_client_is_a_config_error(self) -> None:
         async with running(registered("someone-else")) as h:
-            with pytest.raises(ConfigError, match="invalid_client"):
+            with pytest.raises(AuthenticationRefused, match="invalid_client"):
                 await h.client().access_token()
 
     async def test_nonce_rotating_under_the_request_is_retryable(self) -> None:

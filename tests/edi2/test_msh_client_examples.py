@@ -14,7 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from adapters.edi2.msh import MshClient, _status
+from adapters.edi2.msh import MshClient
+from adapters.edi2.msh_answers import sent_status
 
 from ..conftest import SHARED, require_shared
 
@@ -121,7 +122,7 @@ async def test_the_acknowledged_status_example(nhn: tuple[MshClient, dict[str, s
     """NHN's status example itself, read through the v3 reader the client shares."""
     client, _ = nhn
     (entry,) = json.loads((EXAMPLES / "get-status-acked.json").read_text())
-    status = _status(entry, entry["appRecStatus"], [])
+    status = sent_status(entry, entry["appRecStatus"], [])
     assert (status.receiver_her, status.transport_state, status.apprec_status) == ("8094866", "Acknowledged", "1")
     assert client.api_version == "2"
 

@@ -123,8 +123,13 @@ class FakeHelseId:
         return {**self._key.as_dict(private=False), "kid": self.key_id, "alg": "RS256", "use": "sig"}
 
     def fail_next(self, count: int, *, status: int = 503, retry_after_s: int | None = None) -> None:
-        """The next ``count`` token requests answer ``status`` (5xx or 429), with ``Retry-After`` if given."""
+        """The next ``count`` token requests answer ``status`` (5xx or 429; a 4xx is a refusal), with
+        ``Retry-After`` if given."""
         self._failures.extend([(status, retry_after_s)] * count)
+
+    def recover(self) -> None:
+        """Forget the failures :meth:`fail_next` queued: token requests are answered again."""
+        self._failures.clear()
 
     def take_failure(self) -> tuple[int, int | None] | None:
         """The forced answer (status, Retry-After) for this token request, if one is queued."""
