@@ -336,11 +336,14 @@ class DeliveryWorker:
                 log.error("delivery.dead", code=exc.event, error_code=code)
             return
         retry_after = exc.retry_after_s if isinstance(exc, TransportError) else None
+        attempt = d.attempts
         if isinstance(exc, TransportError) and exc.route_failure:  # the route itself failed: the breaker counts it
             wait = max(policy.delay(d.attempts, self.rng), retry_after or 0.0)
             self.breaker.failure(d.receiver_her, retry_in=wait, reason=exc.message, code=exc.event)
+        elif isinstance(exc, TransportError):  # our standing with the network: it waits for the fix, within its TTL
+            attempt = min(d.attempts, policy.max_attempts - 1)
         when = policy.next_attempt_at(
-            attempt=d.attempts, now=now, expires_at=d.expires_at, rng=self.rng, not_before_s=retry_after
+            attempt=attempt, now=now, expires_at=d.expires_at, rng=self.rng, not_before_s=retry_after
         )
         if when is None:
             why = "its time to live ran out" if d.attempts < policy.max_attempts else f"{d.attempts} attempts"

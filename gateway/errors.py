@@ -337,7 +337,7 @@ class TransportError(DeliveryError):
     """The packet did not get through this time; try again later - no sooner than ``retry_after_s`` when
     the peer said when (HTTP ``Retry-After``). ``route_failure``: the route (the receiver) failed, and its
     circuit breaker counts it; False where the fault is this gateway's own standing with the network, which
-    no receiver's breaker should pay for."""
+    no receiver's breaker should pay for and which uses up no attempts (only the delivery's time to live)."""
 
     event = "delivery.transport_error"
     retryable = True

@@ -19,9 +19,9 @@ __all__ = ["OwnAppRec", "as_utf8", "read_own_apprec"]
 
 _UTF8_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>'
 # the declaration at the very start: its version and the rest of its pseudo-attributes (encoding, standalone)
-_DECLARATION = re.compile(r"""^<\?xml(\s+version\s*=\s*["'][^"']*["'])?([^?]*)\?>""")
+_DECLARATION = re.compile(r"""^<\?xml(?=\s)(\s+version\s*=\s*["'][^"']*["'])?([^?]*)\?>""")
 _ENCODING = re.compile(r"""\s+encoding\s*=\s*["'][^"']*["']""")
-_DECLARED = re.compile(rb"""^<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
+_DECLARED = re.compile(rb"""^<\?xml\s[^>]*?encoding\s*=\s*["']([A-Za-z0-9._:-]{1,40})["']""")
 
 #: (OriginalMsgId, status 1/2/3, the 8221 errors as (code, text))
 OwnAppRec = tuple[str, str, tuple[tuple[str, str], ...]]

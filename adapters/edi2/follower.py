@@ -8,21 +8,27 @@ stored - or refused for good, and then answered with a rejecting AppRec through 
 never left waiting). A notification about a message we sent (its transport state, its AppRec info) settles
 that delivery. Version 2 polls the unread messages instead, and the status of what it sent.
 
-One notification that can never be dealt with must not stop the region's inbound for good: NHN refusing a
-call about it for good (404, 400) or an answer that cannot be read is skipped at once, an error the gateway
-keeps hitting for it (a bug) after :data:`_TRIES` attempts - each with one loud ``edi2.notification_skipped``
-line naming NHN's message id; the message stays at NHN, not downloaded. NHN or the store being down is never
-a reason to skip: the loop waits and tries again from the same offset.
+One notification that can never be dealt with must not stop the region's inbound for good: when NHN keeps
+refusing a call about it (404, 400), its answer cannot be read, or the gateway fails on it (a bug), it is
+skipped once that has gone on for :data:`_TRIES` attempts and ``skip_after_s`` (10 minutes: a proxy's
+answers during NHN's maintenance pass), with one loud ``edi2.notification_skipped`` line naming NHN's message
+id; the message stays at NHN, not downloaded. NHN, the network or the store being down is never a reason to
+skip: the loop waits and tries again from the same offset.
+
+A HER-id the adapter had to leave out (another client held it) is caught up once it is ours again: its
+notifications from where it was left out up to where the others had got are read for it alone
+(:meth:`Ledger.catch_ups`), so nothing that came for it meanwhile is passed over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable
 
 from adapters.edi2.ledger import Ledger
 from adapters.edi2.msh import MshClient, Notification
-from gateway.errors import ChannelLocked, GatewayError, PermanentDeliveryError, TransportError, UnexpectedError
+from gateway.errors import ChannelLocked, GatewayError, NotAuthorized, PermanentDeliveryError, TransportError
 from gateway.log import get_logger
 from gateway.transport import InboundHandler, InboundResult, Packet, TransportContext
 
@@ -35,8 +41,10 @@ log = get_logger(__name__)
 _OUTCOME_TYPES = {"MessageDeliveryStateUpdated", "MessageApprecInfoUpdated", "RefusedMessage"}
 #: how much of NHN's description of a transport rejection is kept in the delivery's trace
 _MAX_REASON = 500
-#: attempts at one notification (or v2 message) that keeps failing on our side before it is skipped
+#: attempts at one notification (or v2 message) that keeps failing before it may be skipped
 _TRIES = 5
+#: v2: unread messages given up on that are remembered (beyond, the oldest are tried again)
+_MAX_SKIPPED = 10000
 #: v2: the statuses asked for in one poll (the rest in the next ones, in turn)
 _STATUS_PER_POLL = 50
 #: a MsgId longer than this is not remembered (its AppRec then goes as a message)
@@ -44,8 +52,8 @@ _MAX_MSG_ID = 200
 
 
 class _NotTakenNow(TransportError):
-    """The gateway could not take a received message now (its store is busy, a key is missing, a bug): NHN
-    keeps it, and the adapter comes back to it."""
+    """The gateway could not take a received message now (its store is busy, a key is missing): NHN keeps
+    it, and the adapter comes back to it."""
 
     def __init__(self, message: str, *, cause: str | None) -> None:
         super().__init__(message)
@@ -69,6 +77,7 @@ class Follower:
         her_ids: Callable[[], tuple[str, ...]],
         prepare: Callable[[], Awaitable[None]],
         locked: Callable[[], None],
+        skip_after_s: float = 600.0,
     ) -> None:
         self.msh = msh
         self.ledger = ledger
@@ -79,8 +88,9 @@ class Follower:
         self.her_ids = her_ids
         self.prepare = prepare
         self.locked = locked
-        self._failures: dict[Hashable, int] = {}
-        self._skipped: set[str] = set()  # v2: unread messages given up on in this process
+        self.skip_after_s = skip_after_s
+        self._failures: dict[Hashable, tuple[int, float]] = {}  # tries, and when the first failed
+        self._skipped: dict[str, None] = {}  # v2: unread messages given up on in this process, oldest first
         self._status_cursor = 0
 
     async def run(self) -> None:
@@ -98,11 +108,12 @@ class Follower:
                 elif self.receive_mode == "stream":
                     await self._follow_stream(her_ids)
                 else:
+                    await self._catch_up(her_ids)
                     await self._poll_v3(her_ids)
             except asyncio.CancelledError:
                 raise
             except GatewayError as exc:
-                if isinstance(exc, ChannelLocked):
+                if isinstance(exc, ChannelLocked | NotAuthorized):  # about one of ours, since they were declared
                     self.locked()
                 if isinstance(exc, TransportError) and exc.retry_after_s:
                     wait = max(wait, exc.retry_after_s)
@@ -127,6 +138,7 @@ class Follower:
     async def _follow_stream(self, her_ids: tuple[str, ...]) -> None:
         """Catch up by polling, then follow the SSE stream from the processed offset until it ends or drops
         (the loop polls, then opens it again)."""
+        await self._catch_up(her_ids)
         await self._poll_v3(her_ids)
         async for notification in self.msh.stream(her_ids, offset=await self.ledger.offset()):
             if notification.offset > await self.ledger.offset():
@@ -135,6 +147,10 @@ class Follower:
     async def _process(self, notification: Notification) -> None:
         """One notification; the offset moves on only once it is dealt with (stored, or settled) - or
         skipped, loudly, when it never can be."""
+        await self._handle(notification)
+        await self.ledger.processed(notification.offset)
+
+    async def _handle(self, notification: Notification) -> None:
         try:
             if notification.type == "NewMessage":
                 await self._take(notification.related_message_id, notification.receiver_her)
@@ -151,7 +167,26 @@ class Follower:
                 nhn_message_id=notification.related_message_id,
                 cause=_cause(exc),
             )
-        await self.ledger.processed(notification.offset)
+        self._failures.pop(("offset", notification.offset), None)
+
+    async def _catch_up(self, her_ids: tuple[str, ...]) -> None:
+        """The notifications a HER-id missed while it was left out, read for it alone, up to where the others
+        had got when it came back."""
+        for her_id, (start, end) in (await self.ledger.catch_ups()).items():
+            if her_id not in her_ids:
+                continue
+            offset = start
+            while offset < end:
+                listed = await self.msh.notifications((her_id,), offset=offset, count=100)
+                page = [n for n in listed if n.offset > offset]
+                for notification in (n for n in page if n.offset <= end):
+                    await self._handle(notification)  # the log's own offset stays where the others are
+                    offset = notification.offset
+                    await self.ledger.caught_up(her_id, offset)
+                if not page or page[-1].offset > end:
+                    break
+            await self.ledger.caught_up(her_id, None)
+            log.info("edi2.caught_up", her_id=her_id, from_offset=start, to_offset=end)
 
     # -- v2 -----------------------------------------------------------------------------------------------
 
@@ -161,10 +196,13 @@ class Follower:
                 continue
             try:
                 await self._take(message_id, receiver_her)
+                self._failures.pop(("v2", message_id), None)
             except Exception as exc:
                 if not self._gives_up(("v2", message_id), exc):
                     raise
-                self._skipped.add(message_id)
+                self._skipped[message_id] = None
+                if len(self._skipped) > _MAX_SKIPPED:
+                    del self._skipped[next(iter(self._skipped))]
                 log.error(
                     "edi2.notification_skipped",
                     code="edi2.notification_skipped",
@@ -203,6 +241,7 @@ class Follower:
         body = await self.msh.business_document(message_id)
         sender = str(meta.get("senderHerId", ""))
         msg_type = str(meta.get("businessDocumentMsgType") or meta.get("messageTypeIdentificator") or "")
+        is_apprec = msg_type.upper() == "APPREC" or meta.get("isAppRec") is True  # v3 / v2 metadata
         packet = Packet(
             body=body,
             message_id=message_id,
@@ -218,7 +257,7 @@ class Follower:
         if result.retry_later:  # our side cannot take it now: NHN keeps it (not downloaded), we come back to it
             raise _NotTakenNow(f"The gateway cannot take NHN message {message_id} now: {result.message}",
                                cause=result.event)  # fmt: skip
-        if not result.accepted and msg_type.upper() != "APPREC":
+        if not result.accepted and not is_apprec:
             await self._reject(message_id, receiver_her, result)
         await self.msh.downloaded(message_id, receiver_her)  # stored - or refused for good, never to be taken again
         log.info("edi2.received", nhn_message_id=message_id, receiver=receiver_her, accepted=result.accepted)
@@ -265,23 +304,21 @@ class Follower:
     # -- giving up ------------------------------------------------------------------------------------------
 
     def _gives_up(self, key: Hashable, exc: Exception) -> bool:
-        """Whether to skip what ``key`` names after ``exc``: at once when NHN refused it for good or its answer
-        cannot be read; after :data:`_TRIES` failures on our side that are not a busy store; never while NHN
-        or the store is down."""
-        if isinstance(exc, PermanentDeliveryError | ValueError | KeyError | TypeError):  # bad base64 is a ValueError
+        """Whether to skip what ``key`` names after ``exc``: never while NHN, the network or the store is
+        down (or our credentials are refused); otherwise - NHN refusing it, an answer that cannot be read, a
+        bug - once it has failed :data:`_TRIES` times over at least ``skip_after_s``."""
+        if isinstance(exc, GatewayError) and not isinstance(exc, PermanentDeliveryError):
+            return False
+        now = time.monotonic()
+        tries, first = self._failures.get(key, (0, now))
+        tries += 1
+        if tries >= _TRIES and now - first >= self.skip_after_s:
             self._failures.pop(key, None)
             return True
-        ours = isinstance(exc, _NotTakenNow) and exc.cause == UnexpectedError.event
-        if isinstance(exc, GatewayError) and not ours:
-            return False
-        tries = self._failures.get(key, 0) + 1
-        if tries < _TRIES:
-            if len(self._failures) > 10000:
-                self._failures.clear()
-            self._failures[key] = tries
-            return False
-        self._failures.pop(key, None)
-        return True
+        if len(self._failures) > 10000:  # a flood of failing notifications: start counting afresh
+            self._failures.clear()
+        self._failures[key] = (tries, first)
+        return False
 
 
 def _cause(exc: Exception) -> str:

@@ -51,6 +51,8 @@ DEFAULT_SCOPE: Final = "nhn:msh/api"
 _JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _DISCOVERY: Final = "/.well-known/openid-configuration"
 _MAX_BODY: Final = 256 * 1024
+#: after HelseID refused the client, the token is not asked for again for this long
+_REFUSED_PAUSE_S: Final = 5.0
 _DEFAULT_EXPIRES_IN: Final = 60.0  # when HelseID leaves out expires_in (RFC 6749 only recommends it)
 _RETRYABLE: Final = frozenset({408, 425, 429})
 _OAUTH_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
@@ -123,6 +125,7 @@ class HelseIdClient:
         self._inflight: asyncio.Task[_Token] | None = None
         self._token_nonce: str | None = None
         self._api_nonces: dict[str, str] = {}
+        self._refused: tuple[float, AuthenticationRefused] | None = None  # until when, and why
 
     def __repr__(self) -> str:
         return f"HelseIdClient(issuer={self.issuer!r}, client_id={self.client_id!r}, key={self._key!r})"
@@ -152,6 +155,8 @@ class HelseIdClient:
         cached = self._token
         if cached is not None and self._clock() < cached.refresh_at:
             return cached.value
+        if self._refused is not None and self._clock() < self._refused[0]:
+            raise self._refused[1]
         if self._inflight is None:
             self._inflight = asyncio.get_running_loop().create_task(self._fetch())
             self._inflight.add_done_callback(self._settled)
@@ -186,6 +191,9 @@ class HelseIdClient:
         error = task.exception()  # retrieved here too, so a failure nobody awaited is not reported as lost
         if error is None:
             self._token = task.result()
+            self._refused = None
+        elif isinstance(error, AuthenticationRefused):  # asked again only after a pause: HelseID is not hammered
+            self._refused = (self._clock() + _REFUSED_PAUSE_S, error)
 
     async def _fetch(self) -> _Token:
         endpoint = await self.token_endpoint()
@@ -268,7 +276,9 @@ class HelseIdClient:
             return TransportError(
                 f"HelseID answered HTTP {status} to the {what} request; trying again later.", retry_after_s=wait
             )
-        log.error("helseid.refused", code=AuthenticationRefused.event, step=what, status=status, error=code)
+        # one loud line per incident (until a token is had again); the repeats are quiet
+        level = log.debug if self._refused is not None else log.error
+        level("helseid.refused", code=AuthenticationRefused.event, step=what, status=status, error=code)
         if 300 <= status < 400:
             return AuthenticationRefused(f"HelseID's {what} URL {url} redirects (HTTP {status}): fix helseid_url.")
         if what == "discovery":

@@ -56,7 +56,8 @@ MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_EVENT_BYTES = 1024 * 1024
 
 ApiVersion = Literal["2", "3"]
-_CALL_TIMEOUT = aiohttp.ClientTimeout(total=60.0)
+# a call's answer may be a business document at NHN's limit: bounded by silence more than by its length
+_CALL_TIMEOUT = aiohttp.ClientTimeout(total=600.0, sock_connect=30.0, sock_read=60.0)
 
 
 class MshClient:
@@ -131,22 +132,11 @@ class MshClient:
             await self._raise_for(response)
             if response.status == 204:
                 return
-            event, data, size = "", [], 0
-            async for raw in response.content:  # aiohttp bounds one line (a longer one ends the stream)
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if line.startswith("event:"):
-                    event = line[6:].strip()
-                elif line.startswith("data:"):
-                    size += len(raw)
-                    if size > MAX_EVENT_BYTES:
-                        raise TransportError(f"NHN's notification stream sent an event over {MAX_EVENT_BYTES} bytes.")
-                    data.append(line[5:].lstrip())
-                elif not line:
-                    if event == "notification" and data:
-                        notification = answers.notification(answers.read_json("\n".join(data)))
-                        if notification is not None:
-                            yield notification
-                    event, data, size = "", [], 0
+            try:
+                async for notification in _events(response.content):
+                    yield notification
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:  # dropped, silent, a line too long
+                raise TransportError(f"NHN's notification stream ended: {type(exc).__name__}.") from exc
 
     async def downloaded(self, message_id: str, receiver_her: str) -> None:
         """Mark a received message as taken: v3 ``PUT downloaded``, v2 ``PUT read/{herId}``."""
@@ -189,14 +179,20 @@ class MshClient:
         if self.api_version == "3":
             answer = await self._call("GET", f"/messages/{answers.path_id(message_id)}/status")
             out = []
-            for s in answer.get("statusList", []):
+            for s in answer.get("statusList", []) if isinstance(answer, dict) else []:
+                if not isinstance(s, dict):
+                    continue
                 info = s.get("apprecInfo") or {}
                 out.append(answers.sent_status(s, info.get("appRecStatus"), info.get("appRecErrorList")))
             return out
         states = await self._call("GET", f"/Messages/{answers.path_id(message_id)}/status")
-        apprecs = {str(a.get("receiverHerId")): a for a in await self._call("GET", f"/Messages/{message_id}/apprec")}
+        listed = await self._call("GET", f"/Messages/{message_id}/apprec")
+        entries = listed if isinstance(listed, list) else []
+        apprecs = {str(a.get("receiverHerId")): a for a in entries if isinstance(a, dict)}
         out = []
-        for s in states:
+        for s in states if isinstance(states, list) else []:
+            if not isinstance(s, dict):
+                continue
             apprec = apprecs.get(str(s.get("receiverHerId")), {})
             status = apprec.get("appRecStatus") or s.get("appRecStatus")
             out.append(answers.sent_status(s, status, apprec.get("appRecErrorList")))
@@ -240,6 +236,14 @@ class MshClient:
                 f"{MAX_REQUEST_BYTES // (1024 * 1024)} MB per request (the document travels base64 inside JSON)."
             )
         url = f"{self.base_url}{path}"
+        try:
+            return await self._exchange(method, path, url, params, data)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # the network, while the answer came
+            raise TransportError(f"{method} {path}: NHN's answer did not arrive whole ({type(exc).__name__}).") from exc
+
+    async def _exchange(
+        self, method: str, path: str, url: str, params: Sequence[tuple[str, str]], data: bytes | None
+    ) -> Any:
         for attempt in range(2):
             async with await self._open(method, url, params=params, data=data) as response:
                 if response.status == 401 and attempt == 0:
@@ -288,8 +292,7 @@ class MshClient:
                 data=data,
                 headers=headers,
                 allow_redirects=False,
-                # a stream stays open as long as NHN keeps it and says something (a heartbeat will do);
-                # a call is answered within a minute
+                # a stream stays open as long as NHN keeps it and says something (a heartbeat will do)
                 timeout=(
                     aiohttp.ClientTimeout(total=None, sock_connect=30.0, sock_read=self.stream_idle_s)
                     if streaming
@@ -315,3 +318,24 @@ class MshClient:
             raise TransportError(f"NHN answered {where} {status}: {problem}", retry_after_s=retry_after(
                 response.headers.get("Retry-After")))  # fmt: skip
         raise PermanentDeliveryError(f"NHN refused {where} ({status}): {problem}", condition=f"nhn:{status}")
+
+
+async def _events(content: aiohttp.StreamReader) -> AsyncIterator[Notification]:
+    """The ``notification`` events of an SSE stream (aiohttp bounds one line; an event is bounded here); an
+    event that cannot be read is left out, logged."""
+    event, data, size = "", [], 0
+    async for raw in content:
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            size += len(raw)
+            if size > MAX_EVENT_BYTES:
+                raise TransportError(f"NHN's notification stream sent an event over {MAX_EVENT_BYTES} bytes.")
+            data.append(line[5:].lstrip())
+        elif not line:
+            if event == "notification" and data:
+                notification = answers.notification(answers.json_or_none("\n".join(data)))
+                if notification is not None:
+                    yield notification
+            event, data, size = "", [], 0

@@ -19,6 +19,7 @@ __all__ = [
     "Notification",
     "SentStatus",
     "is_nhn_id",
+    "json_or_none",
     "nhn_id",
     "notification",
     "path_id",
@@ -76,6 +77,13 @@ def read_json(raw: bytes | str) -> Any:
         return json.loads(raw)
     except ValueError:
         raise TransportError("NHN answered with something that is not JSON.") from None
+
+
+def json_or_none(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 def nhn_id(value: object, what: str) -> str:

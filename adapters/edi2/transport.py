@@ -8,10 +8,11 @@ keeps its own retries and state. An AppRec the gateway sends for a message that 
 NHN's ``apprec`` call (status and 8221 errors), since NHN builds the AppRec XML towards the EDI sender.
 
 API version 3 declares every local HER-id (``PUT /mshconfigurations``) before anything is sent or fetched
-for it. A HER-id whose configuration another HelseID client holds (423 Locked) is left out - loudly, once -
-while the others go on: what it sends waits (retried), it is not followed, and it is declared again each
-round of the receive loop until it is free. Receiving is adapters/edi2/follower.py; what the adapter keeps
-in the store, adapters/edi2/ledger.py.
+for it. A HER-id NHN will not serve this client - another HelseID client holds it (423 Locked), or this one
+may not act for it (403) - is left out, loudly, once, while the others go on: what it sends waits
+(retried), it is not followed, and it is declared again every ``locked_recheck_s`` until it is ours; then
+what came for it meanwhile is read (adapters/edi2/follower.py catches it up). Receiving is
+adapters/edi2/follower.py; what the adapter keeps in the store, adapters/edi2/ledger.py.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from adapters.edi2.helseid import HelseIdClient
 from adapters.edi2.ledger import Ledger
 from adapters.edi2.msh import MshClient
 from gateway import __version__
-from gateway.errors import ChannelLocked, ConfigError
+from gateway.errors import ChannelLocked, ConfigError, NotAuthorized
 from gateway.log import get_logger
 from gateway.routing import Listing
 from gateway.transport import InboundHandler, Packet, Transport, TransportContext
@@ -67,7 +68,9 @@ class Edi2Transport(Transport):
         self.ledger = Ledger(self.context.state)
         self._configured = self.api_version == "2" or not self.context.local_her_ids  # v2 has no configurations
         self._configuring = asyncio.Lock()
-        self._locked: set[str] = set()  # our HER-ids another HelseID client holds at NHN (423)
+        # our HER-ids NHN will not serve us now: another HelseID client holds them (423), or this client may
+        # not act for them (403) - with NHN's word
+        self._locked: dict[str, ChannelLocked | NotAuthorized] = {}
         self.locked_recheck_s = float(opts.get("locked_recheck_s", 60.0))
         self._rechecked_at = 0.0
 
@@ -113,6 +116,7 @@ class Edi2Transport(Transport):
                 her_ids=self._followed,
                 prepare=functools.partial(self._configure, msh, again=True),
                 locked=self._declare_anew,
+                skip_after_s=float(self.context.options.get("skip_after_s", 600.0)),
             )
             self._task = asyncio.create_task(follower.run(), name="edi2-receive")
 
@@ -134,45 +138,55 @@ class Edi2Transport(Transport):
         requests for a HER-id without a configuration. Once per process - the send path and the receive loop
         share it - and then, from the receive loop (``again``), the HER-ids that were locked, every
         ``locked_recheck_s``."""
-        recheck = again and self._locked and time.monotonic() - self._rechecked_at >= self.locked_recheck_s
+        recheck = again and bool(self._locked) and time.monotonic() - self._rechecked_at >= self.locked_recheck_s
         if self._configured and not recheck:
             return
         async with self._configuring:
             if not self._configured:
                 try:
                     await msh.configure(self.context.local_her_ids, client_locked=self.client_locked)
-                except ChannelLocked:  # one of them is held by another client: find which, go on with the rest
+                except (ChannelLocked, NotAuthorized):  # one of them is held by another client, or not ours to
+                    # serve: find which, go on with the rest
                     await self._configure_each(msh, self.context.local_her_ids)
                 else:
                     for her_id in sorted(self._locked):
-                        self._unlocked(her_id)
+                        await self._unlocked(her_id)
                 self._configured = True
             elif recheck:
                 self._rechecked_at = time.monotonic()
-                await self._configure_each(msh, tuple(sorted(self._locked)))
+                if self.api_version == "2":  # no configurations to ask with: the next send finds out
+                    for her_id in sorted(self._locked):
+                        await self._unlocked(her_id)
+                else:
+                    await self._configure_each(msh, tuple(sorted(self._locked)))
 
     async def _configure_each(self, msh: MshClient, her_ids: tuple[str, ...]) -> None:
         for her_id in her_ids:
             try:
                 await msh.configure((her_id,), client_locked=self.client_locked)
-            except ChannelLocked as exc:
-                self._note_locked(her_id, exc)
+            except (ChannelLocked, NotAuthorized) as exc:
+                await self._note_locked(her_id, exc)
             else:
-                self._unlocked(her_id)
+                await self._unlocked(her_id)
 
-    def _unlocked(self, her_id: str) -> None:
-        if her_id in self._locked:
-            self._locked.discard(her_id)
+    async def _unlocked(self, her_id: str) -> None:
+        if self._locked.pop(her_id, None) is not None:
+            if self.api_version == "3":
+                await self.ledger.back(her_id)
             log.warning("edi2.her_id_unlocked", code="edi2.her_id_unlocked", her_id=her_id)
 
-    def _note_locked(self, her_id: str, exc: ChannelLocked) -> None:
-        """One loud line per incident: NHN says another HelseID client holds ``her_id``."""
+    async def _note_locked(self, her_id: str, exc: ChannelLocked | NotAuthorized) -> None:
+        """One loud line per incident: NHN says another HelseID client holds ``her_id`` (423), or that this
+        client may not act for it (403)."""
         if her_id not in self._locked:
-            self._locked.add(her_id)
+            self._locked[her_id] = exc
+            if self.api_version == "3":
+                await self.ledger.left_out(her_id)
             log.error("edi2.her_id_locked", code=exc.event, her_id=her_id, error=exc.message)
 
     def _declare_anew(self) -> None:
-        """NHN answered 423 for one of ours since they were declared: declare them all again (finding which)."""
+        """NHN answered 423 or 403 about one of ours since they were declared: declare them all again, finding
+        which."""
         self._configured = self.api_version == "2"
 
     def _followed(self) -> tuple[str, ...]:
@@ -181,11 +195,9 @@ class Edi2Transport(Transport):
     async def send(self, packet: Packet) -> None:
         msh = await self._client()
         await self._configure(msh)
-        if packet.from_her in self._locked:
-            raise ChannelLocked(
-                f"HER-id {packet.from_her} is held by another HelseID client at NHN (423 Locked); its messages "
-                "wait until one client serves it."
-            )
+        held = self._locked.get(packet.from_her)
+        if held is not None:  # NHN is not asked again until the receive loop finds the HER-id ours
+            raise type(held)(f"NHN does not serve HER-id {packet.from_her} to this client now: {held.message}")
         try:
             if packet.subject == "APPREC" and await self._answer(msh, packet):
                 return
@@ -197,7 +209,7 @@ class Edi2Transport(Transport):
             )
         except ChannelLocked as exc:  # locked since we declared it
             if packet.from_her in self.context.local_her_ids:
-                self._note_locked(packet.from_her, exc)
+                await self._note_locked(packet.from_her, exc)
             raise
         # v2 has no notifications: its statuses are polled
         await self.ledger.sent(message_id, packet.reference, packet.to_her, poll=self.api_version == "2")
@@ -215,8 +227,8 @@ class Edi2Transport(Transport):
             return False
         # the entry stays: if this process dies before the worker records the AppRec as sent, its next attempt
         # must post it to NHN again (at-least-once), never send it as a message
-        await msh.apprec(original, sender_her=packet.from_her, status=status, errors=errors)
-        log.info("edi2.apprec_posted", nhn_message_id=original, status=status, receiver=packet.to_her)
+        await msh.apprec(original.nhn_id, sender_her=original.receiver, status=status, errors=errors)
+        log.info("edi2.apprec_posted", nhn_message_id=original.nhn_id, status=status, receiver=packet.to_her)
         return True
 
 

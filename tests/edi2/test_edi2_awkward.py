@@ -31,7 +31,8 @@ async def to_stolav(r: NhnRegion, message_id: str) -> DeliveryState:
 
 @both_versions
 async def test_a_message_nhn_cannot_give_is_skipped_and_the_next_ones_come(tmp_path: Path, api_version: str) -> None:
-    async with nhn_region(tmp_path, api_version=api_version) as r:
+    """NHN keeps answering 404 for one message's document (``skip_after_s`` 0 here; 10 minutes by default)."""
+    async with nhn_region(tmp_path, api_version=api_version, adapter_options={"skip_after_s": 0}) as r:
         lost = r.sim.network.send(STOLAV, with_msg_id(fixture_bytes(EPIKRISE)), to=[GP])
         prefix = "/messages" if api_version == "3" else "/Messages"
         r.sim.faults.fail(404, times=1000, path=f"{prefix}/{lost.id}/business-document")
@@ -46,6 +47,20 @@ async def test_a_message_nhn_cannot_give_is_skipped_and_the_next_ones_come(tmp_p
         skipped = [e for e in logs if e["event"] == "edi2.notification_skipped"]
         assert skipped and skipped[0]["nhn_message_id"] == lost.id and skipped[0]["log_level"] == "error"
         assert not r.sim.state.messages[lost.id].deliveries[GP].downloaded  # NHN still has it
+
+
+async def test_a_few_404s_from_a_proxy_skip_nothing(tmp_path: Path) -> None:
+    """NHN's maintenance: a proxy answers 404 for a while - the message waits for NHN, it is not skipped."""
+    async with nhn_region(tmp_path) as r:
+        sent = r.sim.network.send(STOLAV, with_msg_id(fixture_bytes(EPIKRISE)), to=[GP])
+        r.sim.faults.fail(404, times=8, path=f"/messages/{sent.id}/business-document")
+
+        async def in_inbox() -> bool:
+            return [m.msg_id for m in await r.hub.store.inbox(GP)] == [sent.info.msg_id]
+
+        await r.until(in_inbox, what="the epikrise once NHN answers again")
+        met = [a for a in r.sim.faults.applied if a.endswith(f"{sent.id}/business-document")]
+        assert len(met) == 8  # every 404 was met, and the message came after all
 
 
 @both_versions

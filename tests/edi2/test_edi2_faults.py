@@ -56,9 +56,9 @@ class TestAuthentication:
 
     async def test_a_refusing_helseid_holds_messages_back_it_does_not_kill_them(self, tmp_path: Path) -> None:
         """HelseID refuses the client (400: a clock out of step, a key rolled over): the delivery waits with the
-        reason (retried, never a dead letter) and St. Olavs' route is not marked down for our credential
-        problem; once HelseID answers again, the message goes."""
-        async with nhn_region(tmp_path) as r:
+        reason (retried past max_attempts - only its time to live bounds it) and St. Olavs' route is not
+        marked down for our credential problem; once HelseID answers again, the message goes."""
+        async with nhn_region(tmp_path, sections={"retry": {"max_attempts": 3}}) as r:
             r.helseid.fail_next(1_000_000, status=400)
             r.sim.faults.expire_token(times=1)  # whoever calls next finds the token gone, and asks for a new one
             record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
@@ -72,7 +72,12 @@ class TestAuthentication:
                 clock.advance(7200)
             assert not r.hub.worker.breaker.is_open(STOLAV)
             r.helseid.recover()
-            await _acknowledged(r, record.id)
+
+            async def acknowledged() -> bool:  # the client asks HelseID again after a short pause (wall time)
+                clock.advance(60)
+                return (await _remote(r, record.id)).state == DeliveryState.ACKNOWLEDGED
+
+            await r.until(acknowledged, what="the message through once HelseID takes the client again")
 
 
 class TestStream:
@@ -157,6 +162,31 @@ class TestRefusals:
             await r.until(released, what="the hub declares Skaun again")
             clock.advance(3600)
             await _acknowledged(r, held.id)
+
+    async def test_a_her_id_held_for_a_while_gets_what_came_for_it_meanwhile(self, tmp_path: Path) -> None:
+        """The GP's HER-id is held by another client while St. Olavs writes to it: the hub follows the rest of
+        the region meanwhile (Frøya's copy comes in), and once the GP's HER-id is ours again, what came for it
+        in between is read for it - nothing passed over."""
+        async with nhn_region(tmp_path, adapter_options={"locked_recheck_s": 0}) as r:
+            r.sim.state.configurations[GP] = Configuration(GP, locked_by="old-epj-integration")
+            meanwhile = r.sim.network.send(STOLAV, with_msg_id(fixture_bytes(EPIKRISE)), to=[GP])
+            to_froya = r.sim.network.send(STOLAV, with_msg_id(fixture_bytes(EPIKRISE)), to=[FROYA])
+
+            async def froya_has_it() -> bool:
+                return [m.msg_id for m in await r.hub.store.inbox(FROYA)] == [to_froya.info.msg_id]
+
+            await r.until(froya_has_it, what="Frøya's copy while the GP's HER-id is held")
+            offset = int(await r.hub.store.get_meta("adapter:edi2:offset") or 0)
+            assert offset > min(n.offset for n in r.sim.state.log.read(frozenset({GP}), 0, 100)[0])  # past it
+            assert await r.hub.store.inbox(GP) == []
+
+            del r.sim.state.configurations[GP]  # the other client let go
+
+            async def gp_has_it() -> bool:
+                return [m.msg_id for m in await r.hub.store.inbox(GP)] == [meanwhile.info.msg_id]
+
+            await r.until(gp_has_it, what="the epikrise that came for the GP while its HER-id was held")
+            assert await r.hub.store.get_meta("adapter:edi2:catch_up") is None
 
     async def test_validation_400_is_dead_with_nhns_reasons(self, tmp_path: Path) -> None:
         async with nhn_region(tmp_path) as r:
