@@ -109,6 +109,14 @@ __all__ = [
 ]
 
 
+#: the most characters an error's words hold; what a peer sent and an error quotes cannot make them larger
+MAX_TEXT = 4000
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
 class GatewayError(Exception):
     """Root of every error the gateway raises on purpose."""
 
@@ -121,10 +129,11 @@ class GatewayError(Exception):
     public_text: ClassVar[str | None] = None
 
     def __init__(self, message: str, *, public: str | None = None) -> None:
+        message = _bounded(message)  # the words may quote what a peer sent: never more than MAX_TEXT of them
         super().__init__(message)
         self.message = message
         #: the words for a peer (an AppRec's text, a transport refusal): no file path, no local detail
-        self.public = public or self.public_text or message
+        self.public = _bounded(public or self.public_text or message)
 
     def describe(self) -> dict[str, str | None]:
         """The public shape of the error: KITH code, stable event code and the plain-words message."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.errors import Conflict
-from gateway.store.base import AppRecOutcome, DeliveryState, Direction, MessageState, NewDelivery, NewMessage
+from gateway.store.base import AppRecOutcome, DeliveryState, Direction, MessageState, NewDelivery, NewMessage, Refusal
 from gateway.store.sqlite import SqliteStore
 
 NOW = 1_800_000_000.0
@@ -264,3 +264,15 @@ class TestPruneAppRecs:
         await store.mark_sent(claim.delivery.id, owner="w", now=NOW, reason="sent")
         assert await store.prune(before=NOW + 1, now=NOW + 2) == 1  # the AppRec; the message awaits its AppRec
         assert await store.payload(record.id) is None and await store.payload(business.id) is not None
+
+
+async def test_a_refusal_keeps_what_the_transport_claimed_cut_to_size(store: SqliteStore) -> None:
+    """Headers a peer fills with a megabyte cost the refusal log a few hundred bytes."""
+    big = "7" * 1_000_000
+    refusal = Refusal(at=NOW, via="http", event="security.unverified_packet", condition=None, code=None,
+                      claimed_sender=big, claimed_receiver=big, transport_message_id=big, size=1, sha256="0" * 64,
+                      reason=big)  # fmt: skip
+    await store.add_refusal(refusal, keep=10)
+    (kept,) = await store.refusals()
+    assert len(kept.claimed_sender or "") == 32 and len(kept.transport_message_id or "") == 128
+    assert len(kept.reason) == 4000

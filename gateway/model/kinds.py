@@ -122,8 +122,13 @@ def _first_payload(msghead: etree._Element) -> etree._Element | None:
 
 
 def _describe(element: etree._Element) -> str:
-    ns = namespace(element)
-    return f"a {localname(element)} element" + (f" in namespace {ns}" if ns else " without a namespace")
+    """The root as a refusal names it - the sender's own name and namespace, cut to a readable length."""
+    name, ns = _quoted(localname(element)), _quoted(namespace(element))
+    return f"a {name} element" + (f" in namespace {ns}" if ns else " without a namespace")
+
+
+def _quoted(text: str, most: int = 200) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -231,6 +231,28 @@ class Refusal:
     cause: str | None = None
     id: int = 0
 
+    def __post_init__(self) -> None:
+        """What the transport claimed is cut to the sizes real values have: a peer's flood of refusals
+        costs bounded storage whatever it puts in its headers (the one place every store relies on)."""
+        for name, most in _REFUSAL_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, str) and len(value) > most:
+                object.__setattr__(self, name, value[:most])
+
+
+#: the longest each text field of a :class:`Refusal` may be
+_REFUSAL_BOUNDS = {
+    "via": 32,
+    "event": 64,
+    "cause": 64,
+    "condition": 64,
+    "code": 8,
+    "claimed_sender": 32,
+    "claimed_receiver": 32,
+    "transport_message_id": 128,
+    "reason": 4000,
+}
+
 
 @dataclass(frozen=True)
 class RouteState:

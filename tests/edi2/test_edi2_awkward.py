@@ -133,3 +133,20 @@ async def test_v2_stops_polling_the_status_of_a_message_nhn_no_longer_knows(tmp_
             await r.until(dropped, what="the message off the status list")
         assert any(e["event"] == "edi2.status_unavailable" and e["nhn_message_id"] == nhn_id for e in logs)
         assert await to_stolav(r, record.id) == DeliveryState.SENT  # still waiting for its AppRec
+
+
+async def test_what_a_refused_document_says_of_itself_is_kept_and_told_bounded(tmp_path: Path) -> None:
+    """A refusal quotes the document's root (its name and namespace): a megabyte of namespace costs the
+    refusal record and the AppRec's text a few hundred characters, not a megabyte."""
+    async with nhn_region(tmp_path) as r:
+        document = f'<?xml version="1.0" encoding="UTF-8"?><M xmlns="urn:{"x" * 1_000_000}"/>'
+        sent = r.sim.network.send(STOLAV, document.encode(), to=[GP])
+
+        async def answered() -> bool:
+            return r.sim.state.messages[sent.id].deliveries[GP].apprec is not None
+
+        await r.until(answered, what="NHN's AppRec for the refused message")
+        (refusal,) = await r.hub.store.refusals()
+        assert "urn:xxx" in refusal.reason and len(refusal.reason) < 1000
+        apprec = r.sim.state.messages[sent.id].deliveries[GP].apprec
+        assert apprec is not None and len(apprec.errors[0].details or "") < 1000
