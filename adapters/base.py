@@ -4,7 +4,7 @@ Built-in adapters are found by name (``memory``, ``http``, ``folder``); third pa
 under the entry-point group ``gateway.adapters``::
 
     [project.entry-points."gateway.adapters"]
-    amqp = "my_package.amqp:AmqpTransport"
+    sftp = "my_package.sftp:SftpTransport"
 
 The contract they implement - ``Transport``, ``Packet``, ``InboundResult``, ``TransportContext`` - is
 :mod:`gateway.transport`; it is re-exported here for adapters written against this module.
@@ -36,6 +36,7 @@ _BUILT_IN = {
     "http": "adapters.http:HttpTransport",
     "folder": "adapters.folder:FolderTransport",
     "edi2": "adapters.edi2.transport:Edi2Transport",
+    "amqp": "adapters.amqp.transport:AmqpTransport",
 }
 
 

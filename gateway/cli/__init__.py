@@ -8,6 +8,7 @@ gateway replay     replay the fixtures through a simulated SiO region
 gateway queue      see and steer the delivery queue
 gateway pki        make the dev PKI
 gateway protect / unprotect  CMS sign+encrypt / decrypt+verify on stdin/stdout
+gateway bus        dead letters on Helsenorge's Tjenestebuss: list them, put them back
 gateway sim        run a local simulator of a national service (nhn: NHN's Meldingstjener, EDI peers, HelseID)
 """
 
@@ -18,12 +19,12 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import client, parties, pki, protect, queue, replay, schemas, serve, sim, validate
+from gateway.cli import bus, client, parties, pki, protect, queue, replay, schemas, serve, sim, validate
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
 
-_COMMANDS = [serve, validate, schemas, parties, client, queue, replay, pki, protect, sim]
+_COMMANDS = [serve, validate, schemas, parties, client, queue, bus, replay, pki, protect, sim]
 
 
 def build_parser() -> argparse.ArgumentParser:

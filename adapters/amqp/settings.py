@@ -1,0 +1,61 @@
+"""``[adapters.amqp]``: the settings of the Tjenestebuss adapter, read once, for the transport and the
+operator's tools alike (docs/transports.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from adapters.amqp.bus import Bus
+from adapters.amqp.fields import Addresses
+from gateway.errors import ConfigError
+
+__all__ = ["AmqpSettings"]
+
+
+@dataclass(frozen=True)
+class AmqpSettings:
+    url: str
+    addresses: Addresses
+    #: RabbitMQ picks the virtual host from the open frame's hostname, ``vhost:<name>``; None: the default
+    #: vhost, as on NHN's bus
+    virtual_host: str | None = None
+    credit: int = 10
+    reconnect_max_s: float = 30.0
+    release_after_s: float = 60.0
+    ttl_s: float | None = None
+    #: the local HER-ids whose queues this gateway reads; None: every local party's
+    her_ids: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_options(cls, opts: Mapping[str, Any]) -> AmqpSettings:
+        url = opts.get("url")
+        if not url:
+            raise ConfigError("[adapters.amqp] url is required (e.g. amqp://guest:guest@127.0.0.1:5672).")
+        address_format = str(opts.get("address_format", "v1"))
+        if address_format not in ("v1", "v2"):
+            raise ConfigError(f"[adapters.amqp] address_format must be 'v1' or 'v2', not {address_format!r}.")
+        fmt: Literal["v1", "v2"] = "v2" if address_format == "v2" else "v1"
+        ttl = opts.get("ttl_s")
+        listed = opts.get("her_ids")
+        return cls(
+            url=str(url),
+            addresses=Addresses(str(opts.get("namespace", "")), fmt),
+            virtual_host=str(opts["virtual_host"]) if opts.get("virtual_host") else None,
+            credit=int(opts.get("credit", 10)),
+            reconnect_max_s=float(opts.get("reconnect_max_s", 30.0)),
+            release_after_s=float(opts.get("release_after_s", 60.0)),
+            ttl_s=float(ttl) if ttl else None,
+            her_ids=tuple(str(h) for h in listed) if listed is not None else None,
+        )
+
+    def bus(self, *, credit: int | None = None, name: str = "amqp") -> Bus:
+        """A connection to the bus with these settings (``credit`` for a tool that reads many at once)."""
+        return Bus(
+            self.url,
+            virtual_host=self.virtual_host,
+            credit=credit or self.credit,
+            reconnect_max_s=self.reconnect_max_s,
+            name=name,
+        )

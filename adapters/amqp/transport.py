@@ -1,0 +1,202 @@
+"""The ``amqp`` transport: Helsenorge's Tjenestebuss (AMQP 1.0 on RabbitMQ), as a Helsenorge.Messaging
+peer speaks it (HITS 1216).
+
+Sending puts each packet on the receiver's async queue (``<her>_async``, or the queue its register entry
+names) through the namespace's exchange; the broker's ``accepted`` is the transport acknowledgement - the
+AppRec comes later, as an ordinary message. A receiver that cannot take a message reports it on our
+``<her>_error`` queue: the report names our AMQP message-id, which this adapter remembers for each send
+(``sent:<message-id>`` in its state) to tell the gateway which delivery failed.
+
+Receiving reads ``<her>_async`` and ``<her>_error`` for each local HER-id on the bus and settles a message
+only after its outcome is stored:
+- taken (or a known duplicate): accepted;
+- refused: a report to the sender's ``_error`` queue, built from scratch to the HITS 1216 table, then the
+  original is accepted; a message whose sender cannot be read is rejected (RabbitMQ dead-letters it to
+  ``<her>_dl``, where an operator sees it);
+- a temporary problem on our side, or an unexpected failure: held unsettled for ``release_after_s``, then
+  given back (``released``), so the broker redelivers it and, after its delivery limit (10 on NHN's bus),
+  dead-letters it to ``<her>_dl``.
+A report about our own message that arrives twice, or a message whose AMQP message-id was already taken, is
+logged and accepted without another answer (HITS 1216 §2.2.3); the same MsgId from the same sender gets
+its AppRec once, as on every channel (the inbound pipeline's duplicate check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import OrderedDict
+
+from adapters.amqp.bus import Incoming
+from adapters.amqp.fields import (
+    FieldProblem,
+    canonical_id,
+    error_message,
+    outgoing,
+    queue_name,
+    read_error,
+    read_packet,
+    sender_of,
+)
+from adapters.amqp.settings import AmqpSettings
+from gateway.errors import PermanentDeliveryError
+from gateway.log import get_logger
+from gateway.transport import InboundHandler, Packet, Transport, TransportContext
+
+__all__ = ["AmqpTransport"]
+
+log = get_logger(__name__)
+
+#: AMQP message-ids of messages taken lately, to drop a repeated one (the inbound duplicate check by
+#: sender and MsgId stays, durably, beneath this)
+_SEEN_KEPT = 100_000
+#: error reports a receiver may send as the first answer of a retryable kind: the delivery is tried again
+_TEMPORARY = frozenset({"transport:internal-error", "transport:revoked-certificate-offline"})
+
+
+class AmqpTransport(Transport):
+    name = "amqp"
+    carries = "cms"
+
+    def __init__(self, context: TransportContext | None = None) -> None:
+        super().__init__(context)
+        self.settings = AmqpSettings.from_options(self.context.options)
+        self.addresses = self.settings.addresses
+        self.release_after_s = self.settings.release_after_s
+        # the local HER-ids whose queues this gateway reads: every local party's unless the settings name them
+        self.her_ids = self.settings.her_ids if self.settings.her_ids is not None else self.context.local_her_ids
+        self.bus = self.settings.bus()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._held: set[asyncio.Task[None]] = set()
+
+    # -- life -----------------------------------------------------------------------------------------
+
+    async def start(self, handler: InboundHandler) -> None:
+        await self.bus.open()
+        for her in self.her_ids:
+            self.bus.consume(
+                self.addresses.receiver(f"{her}_async"), functools.partial(self._received, her=her, handler=handler)
+            )
+            self.bus.consume(self.addresses.receiver(f"{her}_error"), self._reported)
+        if not await self.bus.wait_connected(10.0):
+            log.warning("amqp.not_connected", url=_without_password(self.bus.url))
+
+    async def aclose(self) -> None:
+        for task in self._held:
+            task.cancel()
+        await self.bus.close()
+
+    # -- sending --------------------------------------------------------------------------------------
+
+    async def send(self, packet: Packet) -> None:
+        try:
+            queue = queue_name(packet.destination) if packet.destination else f"{packet.to_her}_async"
+        except ValueError as exc:
+            raise PermanentDeliveryError(
+                f"amqp: the register's endpoint for {packet.to_her} is not a queue: {exc}"
+            ) from None
+        # remembered first: a report may come back before the broker's acknowledgement does
+        await self.context.state.set(f"sent:{canonical_id(packet.message_id)}", f"{packet.reference} {packet.to_her}")
+        message = outgoing(packet, queue=queue, reply_to=f"{packet.from_her}_async", ttl_s=self.settings.ttl_s)
+        await self.bus.open()  # a gateway opened it at start; a tool that only sends opens it here
+        await self.bus.send(self.addresses.sender(queue), message)
+        log.info("amqp.sent", message_id=packet.reference, receiver=packet.to_her, queue=queue)
+
+    # -- receiving ------------------------------------------------------------------------------------
+
+    async def _received(self, incoming: Incoming, *, her: str, handler: InboundHandler) -> None:
+        message = incoming.message
+        queue = f"{her}_async"
+        try:
+            packet = read_packet(message, queue=queue)
+        except FieldProblem as problem:
+            log.warning("amqp.bad_fields", code=problem.condition, queue=queue, fields=",".join(problem.names))
+            await self._report(incoming, problem.condition, problem.description, data=";".join(problem.names))
+            return
+        key = canonical_id(packet.message_id)
+        if key in self._seen:
+            log.warning("amqp.duplicate_message_id", queue=queue, sender=packet.from_her)
+            incoming.accept()
+            return
+        try:
+            result = await handler(packet)
+        except Exception:  # a failure nobody foresaw: the message waits, and after the delivery limit goes to _dl
+            log.exception("amqp.receive_failed", queue=queue, sender=packet.from_her)
+            self._hold(incoming)
+            return
+        if result.accepted:
+            self._remember(key)
+            incoming.accept()
+        elif result.retry_later:
+            log.warning(
+                "amqp.held", code=result.event, queue=queue, sender=packet.from_her, release_in_s=self.release_after_s
+            )
+            self._hold(incoming)
+        else:
+            await self._report(incoming, result.condition or "transport:internal-error", result.message)
+
+    async def _report(self, incoming: Incoming, condition: str, description: str, *, data: str = "") -> None:
+        """Tell the sender on its error queue, then accept the original; with no sender to tell, reject it
+        (dead-lettered to ``_dl``, where an operator sees it)."""
+        sender = sender_of(incoming.message)
+        if sender is None:
+            log.error("amqp.unanswerable", code=condition, queue=incoming.address)
+            incoming.reject()
+            return
+        report = error_message(incoming.message, condition, description, data=data)
+        try:
+            await self.bus.send(self.addresses.sender(f"{sender}_error"), report)
+        except Exception as exc:  # the report could not go out: the original stays, and comes back
+            log.warning("amqp.report_failed", code=condition, receiver=sender, error=str(exc))
+            self._hold(incoming)
+            return
+        log.info("amqp.reported", code=condition, receiver=sender)
+        incoming.accept()
+
+    async def _reported(self, incoming: Incoming) -> None:
+        """A receiver's error report about a message we sent: the delivery fails, with its condition."""
+        report = read_error(incoming.message)
+        if report is None:
+            log.warning("amqp.unreadable_report", queue=incoming.address)
+            incoming.accept()
+            return
+        key = f"sent:{canonical_id(report.original_message_id)}"
+        sent = await self.context.state.get(key)
+        if sent is None or self.context.reports is None:
+            log.warning("amqp.report_unmatched", code=report.condition, reporter=report.from_her)
+            incoming.accept()
+            return
+        reference, _, receiver = sent.partition(" ")
+        reason = f"{report.condition}: {report.description}".rstrip(": ")
+        if report.data:
+            reason += f" ({report.data})"
+        if report.condition in _TEMPORARY:
+            await self.context.reports.transport_abandoned(reference, receiver, reason)
+        else:
+            await self.context.reports.transport_refused(reference, receiver, reason)
+        await self.context.state.set(key, None)
+        incoming.accept()
+
+    def _remember(self, key: str) -> None:
+        self._seen[key] = None
+        while len(self._seen) > _SEEN_KEPT:
+            self._seen.popitem(last=False)
+
+    def _hold(self, incoming: Incoming) -> None:
+        """Keep the message unsettled for ``release_after_s``, then give it back."""
+
+        async def release() -> None:
+            try:
+                await asyncio.sleep(self.release_after_s)
+            finally:
+                incoming.release()
+
+        task = asyncio.create_task(release())
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}" if at else url

@@ -1,0 +1,183 @@
+"""The amqp transport against a real RabbitMQ set up like NHN's Tjenestebuss: what a Helsenorge.Messaging
+peer sees of what the gateway sends (every HITS 1216 field), what it gets back when the gateway cannot take
+a message (an error-queue report built to the HITS 1216 table, the original accepted), and what the
+gateway makes of the peer's reports and AppRecs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from proton import Message
+
+from adapters.amqp.fields import CMS_CONTENT_TYPE, content_type_of
+from adapters.amqp.transport import AmqpTransport
+from gateway.store.base import DeliveryState
+from gateway.testing.rabbit import Broker
+from gateway.transport import MemoryState, Packet, TransportContext
+
+from ..region import ADMIN, fixture_bytes, with_msg_id
+from .amqp_region import amqp_region, bus_options, new_bus
+from .raw import nothing_on, put, take
+
+EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs 7200101 -> GP 7102001, copy to Frøya
+TO_STOLAV = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"  # Skaun -> 7200101, copy to LiO
+STOLAV, GP, SKAUN = "7200101", "7102001", "7100701"
+
+
+async def test_every_field_of_a_sent_message_is_as_hits_1216_has_it(broker: Broker) -> None:
+    namespace, vhost = new_bus(broker, [GP, STOLAV])
+    transport = AmqpTransport(TransportContext(options=bus_options(broker, namespace, vhost), state=MemoryState()))
+    packet = Packet(
+        body=b"\x30\x82 not really CMS, but bytes as they are",
+        message_id=str(uuid.uuid4()),
+        from_her=GP,
+        to_her=STOLAV,
+        content_type=CMS_CONTENT_TYPE,
+        subject="DIALOG_INNBYGGER_EKONTAKT",
+        application_timestamp=datetime(2026, 11, 27, 10, 15, 30, tzinfo=UTC),
+        reference="our-message-id",
+    )
+    async with transport:
+        await transport.send(packet)
+    message = await take(broker, vhost, f"{STOLAV}_async")
+    assert message.id == packet.message_id and isinstance(message.id, str)
+    assert message.address == f"{STOLAV}_async"
+    assert message.subject == "DIALOG_INNBYGGER_EKONTAKT"
+    assert message.reply_to == f"{GP}_async"
+    assert message.content_type == "application/pkcs7-mime; smime-type=signed-and-enveloped-data"
+    assert message.properties == {
+        "fromHerId": GP,
+        "toHerId": STOLAV,
+        "applicationTimeStamp": "2026-11-27T10:15:30Z",
+    }  # strings all, no cpaId without a CPA
+    assert message.body == packet.body and message.inferred  # one Data section, the raw bytes
+    assert message.durable
+    assert message.correlation_id is None
+
+
+async def test_an_epikrise_crosses_the_bus_to_the_inbox_once_and_its_apprec_comes_back(
+    tmp_path: Path, broker: Broker
+) -> None:
+    async with amqp_region(tmp_path, broker) as r:
+        record, _ = await r.stolav.submit(with_msg_id(fixture_bytes(EPIKRISE)), ADMIN)
+
+        async def acknowledged() -> bool:
+            view = await r.stolav.store.get(record.id)
+            return view is not None and all(d.state == DeliveryState.ACKNOWLEDGED for d in view.deliveries)
+
+        await r.until(acknowledged, what="both deliveries settled by the hub's AppRecs over the bus")
+        view = await r.stolav.store.get(record.id)
+        assert view is not None
+        assert {d.channel for d in view.deliveries} == {"amqp"}
+        assert {d.apprec.status for d in view.deliveries if d.apprec} == {"1"}
+        [received] = await r.hub.store.inbox(GP)
+        assert received.msg_id == record.msg_id
+
+
+async def test_a_refused_message_is_reported_on_the_senders_error_queue_and_accepted(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """Garbage and a damaged real packet get the same one condition and words: before the signature verifies,
+    nothing tells one failure from another (docs/security.md)."""
+    async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
+        good = r.stolav.protection.protect(fixture_bytes(EPIKRISE), sender_her=STOLAV, receiver_her=GP)
+        damaged = good[:-40] + bytes(40)
+        reports = []
+        for body in (b"not a CMS packet at all", damaged):
+            sent = _peer_message(body, from_her=STOLAV, to_her=GP)
+            await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
+            report = await take(broker, r.vhost, f"{STOLAV}_error")
+            assert report.properties["originalMessageId"] == sent.id
+            reports.append(report)
+        for report in reports:
+            props = report.properties
+            assert props["errorCondition"] == "transport:invalid-cms-pkcs"
+            assert props["fromHerId"] == GP and props["toHerId"] == STOLAV  # swapped
+            assert report.subject == "EPIKRISE"
+            assert datetime.fromisoformat(props["receiverTimeStamp"].replace("Z", "+00:00")).tzinfo is not None
+            assert content_type_of(report) is None and report.correlation_id is None and report.reply_to is None
+            assert bytes(report.body or b"") == b""
+            assert uuid.UUID(str(report.id)) != uuid.UUID(props["originalMessageId"])
+        assert reports[0].properties["errorDescription"] == reports[1].properties["errorDescription"]
+        assert await nothing_on(broker, r.vhost, f"{GP}_async")  # the originals were accepted, not given back
+        assert await nothing_on(broker, r.vhost, f"{GP}_dl")
+
+
+async def test_missing_header_fields_are_reported_by_name(tmp_path: Path, broker: Broker) -> None:
+    async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
+        sent = _peer_message(b"whatever", from_her=STOLAV, to_her=GP)
+        sent.subject = None
+        del sent.properties["applicationTimeStamp"]
+        await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
+        report = await take(broker, r.vhost, f"{STOLAV}_error")
+        assert report.properties["errorCondition"] == "transport:required-field-missing"
+        assert report.properties["errorConditionData"] == "subject;applicationTimeStamp"
+
+
+async def test_a_message_with_no_sender_to_tell_is_dead_lettered(tmp_path: Path, broker: Broker) -> None:
+    async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
+        sent = _peer_message(b"whatever", from_her=STOLAV, to_her=GP)
+        del sent.properties["fromHerId"]
+        await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
+        dead = await take(broker, r.vhost, f"{GP}_dl")
+        assert dead.id == sent.id
+
+
+async def test_a_receivers_error_report_fails_the_delivery_with_its_condition(tmp_path: Path, broker: Broker) -> None:
+    """St. Olavs (played here) cannot take the hub's message and says so the way Helsenorge.Messaging does:
+    a hyphen-less message-id, a non-ISO receiverTimeStamp, no content type, from/to not swapped."""
+    async with amqp_region(tmp_path, broker, hub_her_ids=[SKAUN], stolav_her_ids=[]) as r:
+        record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+        await r.hub.worker.drain()
+        original = await take(broker, r.vhost, f"{STOLAV}_async")
+        report = Message(
+            body=b"",
+            inferred=True,
+            id=uuid.uuid4().hex,
+            subject=original.subject,
+            durable=True,
+            properties={
+                "fromHerId": SKAUN,  # an old library: not swapped
+                "toHerId": STOLAV,
+                "applicationTimeStamp": "2026-11-27T10:00:00Z",
+                "originalMessageId": uuid.UUID(str(original.id)).hex,
+                "receiverTimeStamp": "11/27/2026 10:00:01",
+                "errorCondition": "transport:expired-certificate",
+                "errorDescription": "Sertifikatet er utløpt",
+                "errorConditionData": '{"thumbprint":{"expected":"AB","actual":"CD"}}',
+            },
+        )
+        await put(broker, r.vhost, f"/exchange/{r.namespace}/{SKAUN}_error", report)
+
+        async def dead() -> bool:
+            view = await r.hub.store.get(record.id)
+            return view is not None and any(
+                d.state == DeliveryState.DEAD for d in view.deliveries if d.receiver_her == STOLAV
+            )
+
+        await r.until(dead, what="the delivery to St. Olavs dead")
+        view = await r.hub.store.get(record.id)
+        assert view is not None
+        [delivery] = [d for d in view.deliveries if d.receiver_her == STOLAV]
+        assert "transport:expired-certificate" in (delivery.last_error or "")
+
+
+def _peer_message(body: bytes, *, from_her: str, to_her: str) -> Message:
+    """A message as Helsenorge.Messaging puts it on the bus."""
+    return Message(
+        body=body,
+        inferred=True,
+        id=str(uuid.uuid4()),
+        address=f"{to_her}_async",
+        subject="EPIKRISE",
+        reply_to=f"{from_her}_async",
+        content_type=CMS_CONTENT_TYPE,
+        durable=True,
+        properties={
+            "fromHerId": from_her,
+            "toHerId": to_her,
+            "applicationTimeStamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
