@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proton import Delivery, Message
-from proton.handlers import MessagingHandler
+from proton._handlers import recv_msg  # proton's own decoding of a delivery (not re-exported)
+from proton.handlers import IncomingMessageHandler, MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from gateway.errors import PermanentDeliveryError, TransportError
@@ -97,6 +98,9 @@ class Bus:
         self._connected = asyncio.Event()
         self._consumers: dict[str, asyncio.Queue[Incoming | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._dead = False  # the proton thread has ended: nothing more is handed to it
+        #: how many times the connection was lost (tests and the operator's view)
+        self.disconnects = 0
 
     # -- life -----------------------------------------------------------------------------------------
 
@@ -107,8 +111,22 @@ class Bus:
         self._loop = asyncio.get_running_loop()
         container = Container(self._handler)
         container.selectable(self._injector)
-        self._thread = threading.Thread(target=container.run, name=f"{self.name}-proton", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(container,), name=f"{self.name}-proton", daemon=True)
         self._thread.start()
+
+    def _run(self, container: Container) -> None:
+        """The proton thread. Nothing a peer sends may end it (the handler guards each step); should it end
+        anyway, what waits fails and the bus says it is down, rather than hanging with a dead loop."""
+        try:
+            container.run()
+        except BaseException:
+            log.exception("amqp.thread_failed", bus=self.name)
+        finally:
+            self._dead = True
+            self._to_loop(self._connected.clear)
+            for outcome, _ in list(self._handler.pending.values()):
+                self._to_loop(_fail, outcome, TransportError("The AMQP connection's thread has stopped."))
+            self._handler.pending.clear()
 
     @property
     def connected(self) -> bool:
@@ -128,9 +146,11 @@ class Bus:
         self._tasks.clear()
         if self._thread is not None:
             self._call(self._handler.shut)
-            self._injector.close()
+            if not self._dead:
+                self._injector.close()
             await asyncio.to_thread(self._thread.join, 10.0)
             self._thread = None
+        self._connected.clear()
 
     # -- what the transport calls ---------------------------------------------------------------------
 
@@ -141,8 +161,14 @@ class Bus:
         self._tasks.append(asyncio.create_task(self._serve(inbox, on_message), name=f"{self.name}:{address}"))
         self._call(lambda: self._handler.add_receiver(address))
 
-    async def send(self, address: str, message: Message, *, wait_connected_s: float = 5.0) -> None:
-        """Put ``message`` on ``address``; returns once the broker has accepted it."""
+    async def send(
+        self, address: str, message: Message, *, wait_connected_s: float = 5.0, timeout_s: float = 30.0
+    ) -> None:
+        """Put ``message`` on ``address``; returns once the broker has accepted it, raises
+        :class:`TransportError` when it did not within ``timeout_s`` (a broker withholding credit in a memory
+        or disk alarm, say)."""
+        if self._dead or self._thread is None:
+            raise TransportError("The AMQP connection is closed.")
         if not await self.wait_connected(wait_connected_s):
             raise TransportError(f"The AMQP broker is not reachable ({self._handler.last_error or 'connecting'}).")
         assert self._loop is not None
@@ -150,7 +176,9 @@ class Bus:
         tag = uuid.uuid4().hex
         self._call(lambda: self._handler.send(address, message, tag, outcome))
         try:
-            await outcome
+            await asyncio.wait_for(asyncio.shield(outcome), timeout_s)
+        except TimeoutError:
+            raise TransportError(f"The broker did not settle the message on {address} in {timeout_s:g} s.") from None
         finally:
             if not outcome.done():  # cancelled (the worker's send timeout): forget it
                 self._call(lambda: self._handler.forget(tag))
@@ -158,7 +186,9 @@ class Bus:
     # -- the bridge -----------------------------------------------------------------------------------
 
     def _call(self, work: Callable[[], None]) -> None:
-        """Run ``work`` on the proton thread."""
+        """Run ``work`` on the proton thread (nothing, once it has ended: its pipe would fill and block)."""
+        if self._dead:
+            return
         self._work.put(work)
         self._injector.trigger(ApplicationEvent("gateway_work"))
 
@@ -166,6 +196,9 @@ class Bus:
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed in between
                 self._loop.call_soon_threadsafe(fn, *args)
+
+    def _lost(self) -> None:
+        self.disconnects += 1
 
     def _delivered(self, incoming: Incoming) -> None:
         inbox = self._consumers.get(incoming.address)
@@ -204,12 +237,16 @@ class _Handler(MessagingHandler):
 
     def __init__(self, bus: Bus) -> None:
         super().__init__(prefetch=0, auto_accept=False, auto_settle=True)
+        # received messages are decoded here (on_delivery), where one that will not decode is refused:
+        # proton's own decoding raises out of the loop and ends the thread
+        self.handlers = [h for h in list(self.handlers) if not isinstance(h, IncomingMessageHandler)]  # type: ignore[arg-type]
         self.bus = bus
         self.container: Any = None
         self.connection: Any = None
         self.generation = 0
         self.backoff_s = 0.5
         self.closing = False
+        self.open = False  # the connection is open (this thread's own view)
         self.last_error = ""
         self.addresses: list[str] = []
         self.receivers: dict[str, Any] = {}
@@ -229,6 +266,7 @@ class _Handler(MessagingHandler):
         self.connection = self.container.connect(self.bus.url, reconnect=False, heartbeat=30, **more)
 
     def on_connection_opened(self, event: Any) -> None:
+        self.open = True
         self.generation += 1
         self.backoff_s = 0.5
         self.last_error = ""
@@ -246,9 +284,14 @@ class _Handler(MessagingHandler):
         self.last_error = f"{condition.name}: {condition.description}" if condition else "closed by the broker"
 
     def lost(self, event: Any) -> None:
-        if event.connection != self.connection:  # (proton wraps anew on each event: never `is`)
+        # proton tells of one drop more than once: only the first, of the current connection, counts
+        # (proton wraps anew on each event: compare with ==, never `is`)
+        if self.connection is None or event.connection != self.connection:
             return
+        self.connection = None
+        self.open = False
         self.bus._to_loop(self.bus._connected.clear)
+        self.bus._to_loop(self.bus._lost)
         for outcome, _ in self.pending.values():
             self.bus._to_loop(_fail, outcome, TransportError(f"The AMQP connection was lost ({self.last_error})."))
         self.pending.clear()
@@ -287,13 +330,16 @@ class _Handler(MessagingHandler):
                 work = self.bus._work.get_nowait()
             except queue.Empty:
                 return
-            work()
+            try:
+                work()
+            except Exception:  # one failed step (a settle on a link gone, say) must not end the thread
+                log.exception("amqp.bridge_failed", bus=self.bus.name)
 
     # -- receiving ------------------------------------------------------------------------------------
 
     def add_receiver(self, address: str) -> None:
         self.addresses.append(address)
-        if self.connection is not None and self.bus.connected:
+        if self.open:
             self.open_receiver(address)
 
     def session(self, address: str, role: str) -> Any:
@@ -310,11 +356,31 @@ class _Handler(MessagingHandler):
         receiver.flow(self.bus.credit)
         self.receivers[address] = receiver
 
-    def on_message(self, event: Any) -> None:
-        link = event.receiver
+    def on_delivery(self, event: Any) -> None:
+        """A received message, decoded here: one that will not decode (a property that is not UTF-8, a map
+        proton cannot read) is rejected - dead-lettered to ``_dl`` - and its credit given back."""
+        delivery = event.delivery
+        link = delivery.link
+        if not link.is_receiver:
+            return  # the sending side's outcomes: OutgoingMessageHandler
+        if delivery.aborted:
+            delivery.settle()
+            link.flow(1)
+            return
+        if not delivery.readable or delivery.partial:
+            return
         address = link.source.address
-        incoming = Incoming(event.message, address, self.bus, event.delivery, self.generation)
-        self.bus._to_loop(self.bus._delivered, incoming)
+        try:
+            message = recv_msg(delivery)
+            for name in ("id", "subject", "properties", "body", "address", "reply_to", "correlation_id"):
+                getattr(message, name)  # everything read now, on this thread: nothing raises later
+        except Exception as exc:
+            log.error("amqp.undecodable", bus=self.bus.name, address=address, error=type(exc).__name__)
+            delivery.update(Delivery.REJECTED)
+            delivery.settle()
+            link.flow(1)
+            return
+        self.bus._to_loop(self.bus._delivered, Incoming(message, address, self.bus, delivery, self.generation))
 
     def settle_delivery(self, delivery: Any, how: str, generation: int) -> None:
         if generation != self.generation or delivery.settled:
@@ -333,7 +399,7 @@ class _Handler(MessagingHandler):
     # -- sending --------------------------------------------------------------------------------------
 
     def send(self, address: str, message: Message, tag: str, outcome: asyncio.Future[None]) -> None:
-        if self.connection is None or not self.bus.connected:
+        if not self.open:
             self.bus._to_loop(_fail, outcome, TransportError("The AMQP connection was lost before the send."))
             return
         sender = self.senders.get(address)

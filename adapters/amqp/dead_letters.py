@@ -19,7 +19,7 @@ from typing import Any
 from proton import Message
 
 from adapters.amqp.bus import Bus, Incoming
-from adapters.amqp.fields import canonical_id, content_type_of, queue_name
+from adapters.amqp.fields import canonical_id, content_type_of, printable, queue_name
 from adapters.amqp.settings import AmqpSettings
 from gateway.errors import TransportError
 
@@ -94,20 +94,21 @@ async def _reading(settings: AmqpSettings, her: str, limit: int) -> AsyncIterato
 
 
 def _describe(message: Message, her: str) -> DeadLetter:
+    """What an operator sees of a dead letter: its fields, printable and bounded (a peer wrote them), and the
+    queue it goes back to - ``<her>_async`` or ``<her>_sync`` as its ``to`` says, never another."""
     props: dict[Any, Any] = message.properties if isinstance(message.properties, dict) else {}
     queue = f"{her}_async"
     with contextlib.suppress(ValueError):
-        named = queue_name(str(message.address or ""))
-        if named.startswith(f"{her}_") and not named.endswith("_dl"):
-            queue = named
+        if queue_name(str(message.address or "")) == f"{her}_sync":
+            queue = f"{her}_sync"
     body = message.body
     return DeadLetter(
-        message_id=str(message.id or ""),
+        message_id=printable(message.id),
         queue=queue,
-        from_her=str(props.get("fromHerId", "")),
-        to_her=str(props.get("toHerId", "")),
-        subject=str(message.subject or ""),
-        application_timestamp=str(props.get("applicationTimeStamp", "")),
+        from_her=printable(props.get("fromHerId"), 12),
+        to_her=printable(props.get("toHerId"), 12),
+        subject=printable(message.subject),
+        application_timestamp=printable(props.get("applicationTimeStamp"), 40),
         size=len(body) if isinstance(body, bytes | memoryview) else 0,
     )
 

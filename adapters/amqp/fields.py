@@ -31,6 +31,7 @@ __all__ = [
     "content_type_of",
     "error_message",
     "outgoing",
+    "printable",
     "queue_name",
     "read_error",
     "read_packet",
@@ -243,23 +244,26 @@ class ErrorReport:
     receiver_timestamp: datetime | None = None
 
 
-def error_message(original: Packet | Message, condition: str, description: str, *, data: str = "") -> Message:
-    """An error-queue report about ``original``, built from scratch to the HITS 1216 table (nothing copied
-    from the original but its ids): a new message-id, the original's subject, from/to swapped, no content
-    type, correlation-id or reply-to, an empty Data section. Goes to the original sender's ``_error`` queue."""
-    if isinstance(original, Packet):
-        message_id, subject = original.message_id, original.subject
-        from_her, to_her = original.from_her, original.to_her
-    else:
-        props = _properties(original)
-        message_id, subject = _text(original.id), _text(original.subject)
-        from_her, to_her = props.get("fromHerId", "").strip(), props.get("toHerId", "").strip()
+def printable(value: Any, limit: int = 128) -> str:
+    """A peer's value as printable ASCII of at most ``limit`` characters (what a report or a listing may
+    carry of it: nothing that could steer a terminal, fill a queue or pass for another field)."""
+    return re.sub(r"[^\x20-\x7e]", "", _text(value))[:limit]
+
+
+def error_message(
+    original: Message, condition: str, description: str, *, reporter: str, sender: str, data: str = ""
+) -> Message:
+    """An error-queue report about ``original``, built from scratch to the HITS 1216 table: a new message-id,
+    the original's subject, ``fromHerId`` = ``reporter`` (the party whose queue it came on: us, whatever the
+    original claimed) and ``toHerId`` = ``sender`` (its validated ``fromHerId``), no content type,
+    correlation-id or reply-to, an empty Data section. Of the original, only its id and subject are carried,
+    printable and bounded. Goes to ``<sender>_error``."""
     now = iso_stamp(datetime.now(UTC))
     properties = {
-        "fromHerId": to_her,
-        "toHerId": from_her,
+        "fromHerId": reporter,
+        "toHerId": sender,
         "applicationTimeStamp": now,
-        "originalMessageId": message_id,
+        "originalMessageId": printable(original.id),
         "receiverTimeStamp": now,
         "errorCondition": condition,
         "errorDescription": description,
@@ -270,8 +274,8 @@ def error_message(original: Packet | Message, condition: str, description: str, 
         body=b"",
         inferred=True,
         id=str(uuid.uuid4()),
-        address=f"{from_her}_error",
-        subject=subject,
+        address=f"{sender}_error",
+        subject=printable(original.subject),
         durable=True,
         properties=properties,
     )

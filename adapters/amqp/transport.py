@@ -77,7 +77,7 @@ class AmqpTransport(Transport):
             self.bus.consume(
                 self.addresses.receiver(f"{her}_async"), functools.partial(self._received, her=her, handler=handler)
             )
-            self.bus.consume(self.addresses.receiver(f"{her}_error"), self._reported)
+            self.bus.consume(self.addresses.receiver(f"{her}_error"), self._reported_safely)
         if not await self.bus.wait_connected(10.0):
             log.warning("amqp.not_connected", url=_without_password(self.bus.url))
 
@@ -109,11 +109,15 @@ class AmqpTransport(Transport):
         queue = f"{her}_async"
         try:
             packet = read_packet(message, queue=queue)
+            if packet.to_her != her:  # a message for another party on this one's queue
+                raise FieldProblem(
+                    "transport:invalid-field-value", "toHerId is not the party whose queue it came on.", ("toHerId",)
+                )
         except FieldProblem as problem:
             log.warning("amqp.bad_fields", code=problem.condition, queue=queue, fields=",".join(problem.names))
-            await self._report(incoming, problem.condition, problem.description, data=";".join(problem.names))
+            await self._report(incoming, her, problem.condition, problem.description, data=";".join(problem.names))
             return
-        key = canonical_id(packet.message_id)
+        key = f"{packet.from_her} {her} {canonical_id(packet.message_id)}"
         if key in self._seen:
             log.warning("amqp.duplicate_message_id", queue=queue, sender=packet.from_her)
             incoming.accept()
@@ -133,9 +137,9 @@ class AmqpTransport(Transport):
             )
             self._hold(incoming)
         else:
-            await self._report(incoming, result.condition or "transport:internal-error", result.message)
+            await self._report(incoming, her, result.condition or "transport:internal-error", result.message)
 
-    async def _report(self, incoming: Incoming, condition: str, description: str, *, data: str = "") -> None:
+    async def _report(self, incoming: Incoming, her: str, condition: str, description: str, *, data: str = "") -> None:
         """Tell the sender on its error queue, then accept the original; with no sender to tell, reject it
         (dead-lettered to ``_dl``, where an operator sees it)."""
         sender = sender_of(incoming.message)
@@ -143,7 +147,7 @@ class AmqpTransport(Transport):
             log.error("amqp.unanswerable", code=condition, queue=incoming.address)
             incoming.reject()
             return
-        report = error_message(incoming.message, condition, description, data=data)
+        report = error_message(incoming.message, condition, description, reporter=her, sender=sender, data=data)
         try:
             await self.bus.send(self.addresses.sender(f"{sender}_error"), report)
         except Exception as exc:  # the report could not go out: the original stays, and comes back
@@ -152,6 +156,13 @@ class AmqpTransport(Transport):
             return
         log.info("amqp.reported", code=condition, receiver=sender)
         incoming.accept()
+
+    async def _reported_safely(self, incoming: Incoming) -> None:
+        try:
+            await self._reported(incoming)
+        except Exception:  # the store away, say: the report waits and comes again, no hot loop
+            log.exception("amqp.report_not_taken", queue=incoming.address)
+            self._hold(incoming)
 
     async def _reported(self, incoming: Incoming) -> None:
         """A receiver's error report about a message we sent: the delivery fails, with its condition."""
@@ -167,6 +178,10 @@ class AmqpTransport(Transport):
             incoming.accept()
             return
         reference, _, receiver = sent.partition(" ")
+        if receiver not in (report.from_her, report.to_her):  # (either way round: old libraries did not swap)
+            log.warning("amqp.report_mismatch", code=report.condition, receiver=receiver, reporter=report.from_her)
+            incoming.accept()
+            return
         reason = f"{report.condition}: {report.description}".rstrip(": ")
         if report.data:
             reason += f" ({report.data})"

@@ -23,6 +23,19 @@ def _put(broker: Broker, vhost: str, address: str, message: Message) -> None:
         connection.close()
 
 
+def _put_bytes(broker: Broker, vhost: str, address: str, encoded: bytes) -> None:
+    """Bytes on the wire as a message's sections, however they decode (what a broken or hostile peer sends)."""
+    connection = _connect(broker, vhost)
+    try:
+        sender = connection.create_sender(address)
+        delivery = sender.link.delivery(b"raw")
+        sender.link.send(encoded)
+        sender.link.advance()
+        connection.wait(lambda: bool(delivery.remote_state), timeout=60, msg="the broker's outcome")
+    finally:
+        connection.close()
+
+
 def _take(broker: Broker, vhost: str, address: str, timeout_s: float) -> Message | None:
     connection = _connect(broker, vhost)
     try:
@@ -39,6 +52,10 @@ def _take(broker: Broker, vhost: str, address: str, timeout_s: float) -> Message
 
 async def put(broker: Broker, vhost: str, address: str, message: Message) -> None:
     await asyncio.to_thread(_put, broker, vhost, address, message)
+
+
+async def put_bytes(broker: Broker, vhost: str, address: str, encoded: bytes) -> None:
+    await asyncio.to_thread(_put_bytes, broker, vhost, address, encoded)
 
 
 async def take(broker: Broker, vhost: str, queue: str, *, within_s: float = 60.0) -> Message:

@@ -19,7 +19,7 @@ from gateway.transport import MemoryState, Packet, TransportContext
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
 from .amqp_region import amqp_region, bus_options, new_bus
-from .raw import nothing_on, put, take
+from .raw import nothing_on, put, put_bytes, take
 
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs 7200101 -> GP 7102001, copy to Frøya
 TO_STOLAV = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"  # Skaun -> 7200101, copy to LiO
@@ -114,6 +114,46 @@ async def test_missing_header_fields_are_reported_by_name(tmp_path: Path, broker
         report = await take(broker, r.vhost, f"{STOLAV}_error")
         assert report.properties["errorCondition"] == "transport:required-field-missing"
         assert report.properties["errorConditionData"] == "subject;applicationTimeStamp"
+
+
+async def test_a_message_for_another_party_on_this_ones_queue_is_reported(tmp_path: Path, broker: Broker) -> None:
+    """toHerId must be the party whose queue it came on: a report (from that party, to the validated sender)
+    names the field, and nothing of the message is taken."""
+    async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
+        sent = _peer_message(b"whatever", from_her=STOLAV, to_her="7100101")
+        await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
+        report = await take(broker, r.vhost, f"{STOLAV}_error")
+        assert report.properties["errorCondition"] == "transport:invalid-field-value"
+        assert report.properties["errorConditionData"] == "toHerId"
+        assert report.properties["fromHerId"] == GP and report.properties["toHerId"] == STOLAV
+
+
+async def test_a_message_that_will_not_decode_is_dead_lettered_and_the_bus_goes_on(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """An application property that is not UTF-8 cannot be read: rejected into _dl, and the next message on
+    the queue is taken as ever (proton's own decoding would have ended the connection's thread)."""
+    async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
+        poison = _peer_message(b"x", from_her=STOLAV, to_her=GP)
+        poison.properties["X-Note"] = "ZZZZ"
+        encoded = bytearray(poison.encode())
+        at = encoded.find(b"ZZZZ")
+        encoded[at : at + 4] = b"\xff\xfe\xfd\xfc"
+        await put_bytes(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", bytes(encoded))
+
+        async def dead_lettered() -> bool:  # (read by count: a test's own proton receiver cannot decode it either)
+            return broker.queue_depth(f"{GP}_dl", vhost=r.vhost) == 1
+
+        await r.until(dead_lettered, what="the undecodable message in the GP's dead letters")
+        body = r.stolav.protection.protect(fixture_bytes(EPIKRISE), sender_her=STOLAV, receiver_her=GP)
+        await put(
+            broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", _peer_message(body, from_her=STOLAV, to_her=GP)
+        )
+
+        async def in_inbox() -> bool:
+            return len(await r.hub.store.inbox(GP)) == 1
+
+        await r.until(in_inbox, what="the next epikrise in the GP's inbox")
 
 
 async def test_a_message_with_no_sender_to_tell_is_dead_lettered(tmp_path: Path, broker: Broker) -> None:
