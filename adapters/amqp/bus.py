@@ -229,7 +229,10 @@ class _Timer:
         self.fn = fn
 
     def on_timer_task(self, event: Any) -> None:
-        self.fn()
+        try:
+            self.fn()
+        except Exception:  # a step that failed must not end the connection's thread
+            log.exception("amqp.bridge_failed")
 
 
 class _Handler(MessagingHandler):
@@ -263,7 +266,13 @@ class _Handler(MessagingHandler):
         if self.closing:
             return
         more = {"virtual_host": self.bus.virtual_host} if self.bus.virtual_host else {}
-        self.connection = self.container.connect(self.bus.url, reconnect=False, heartbeat=30, **more)
+        try:
+            self.connection = self.container.connect(self.bus.url, reconnect=False, heartbeat=30, **more)
+        except Exception as exc:  # an address that does not resolve, say: tried again, like a lost connection
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("amqp.disconnected", bus=self.bus.name, error=self.last_error, retry_in_s=self.backoff_s)
+            self.container.schedule(self.backoff_s, _Timer(self.connect))
+            self.backoff_s = min(self.backoff_s * 2, self.bus.reconnect_max_s)
 
     def on_connection_opened(self, event: Any) -> None:
         self.open = True
@@ -467,5 +476,6 @@ class _Handler(MessagingHandler):
             self.container.schedule(_REATTACH_S, _Timer(lambda: self._reopen(address, generation)))
 
     def _reopen(self, address: str, generation: int) -> None:
-        if generation == self.generation and not self.closing and address not in self.receivers:
+        # the same connection, still open (a new one opens every receiver itself)
+        if self.open and generation == self.generation and not self.closing and address not in self.receivers:
             self.open_receiver(address)
