@@ -289,8 +289,11 @@ class _Handler(MessagingHandler):
         self.last_error = f"{condition.name}: {condition.description}" if condition else "transport error"
 
     def on_connection_error(self, event: Any) -> None:
+        """The broker closed the connection with an error: proton closes our end too, after which it tells
+        of no disconnect - so it is taken as lost here (and tried again)."""
         condition = event.connection.remote_condition
         self.last_error = f"{condition.name}: {condition.description}" if condition else "closed by the broker"
+        self.lost(event)
 
     def lost(self, event: Any) -> None:
         # proton tells of one drop more than once: only the first, of the current connection, counts
@@ -326,6 +329,8 @@ class _Handler(MessagingHandler):
     def on_connection_closed(self, event: Any) -> None:
         if self.closing:
             self.container.stop()
+        else:
+            self.lost(event)
 
     def on_disconnected(self, event: Any) -> None:
         if self.closing:
