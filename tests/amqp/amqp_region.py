@@ -17,6 +17,7 @@ from gateway.config import PROJECT_ROOT
 from gateway.registry import Register, load_register
 from gateway.replay import mirror_regions
 from gateway.service import Gateway
+from gateway.store.base import DeliveryState
 from gateway.testing.rabbit import Broker
 
 from ..region import settings_for, shared_pki
@@ -43,6 +44,15 @@ class AmqpRegion:
                 return
             await asyncio.sleep(0.05)
         raise AssertionError(f"never happened: {what}")
+
+
+async def all_acknowledged(gateway: Gateway, message_ids: list[str]) -> bool:
+    """Every delivery of each of ``message_ids`` settled by a positive AppRec."""
+    for message_id in message_ids:
+        view = await gateway.store.get(message_id)
+        if view is None or any(d.state != DeliveryState.ACKNOWLEDGED for d in view.deliveries):
+            return False
+    return True
 
 
 def bus_options(broker: Broker, namespace: str, vhost: str, **more: Any) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from gateway.testing.rabbit import Broker
 from gateway.transport import MemoryState, Packet, TransportContext
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
-from .amqp_region import amqp_region, bus_options, new_bus
+from .amqp_region import all_acknowledged, amqp_region, bus_options, new_bus
 from .raw import nothing_on, put, put_bytes, take
 
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs 7200101 -> GP 7102001, copy to Frøya
@@ -64,8 +64,7 @@ async def test_an_epikrise_crosses_the_bus_to_the_inbox_once_and_its_apprec_come
         record, _ = await r.stolav.submit(with_msg_id(fixture_bytes(EPIKRISE)), ADMIN)
 
         async def acknowledged() -> bool:
-            view = await r.stolav.store.get(record.id)
-            return view is not None and all(d.state == DeliveryState.ACKNOWLEDGED for d in view.deliveries)
+            return await all_acknowledged(r.stolav, [record.id])
 
         await r.until(acknowledged, what="both deliveries settled by the hub's AppRecs over the bus")
         view = await r.stolav.store.get(record.id)

@@ -26,14 +26,13 @@ from gateway.config import PROJECT_ROOT
 from gateway.registry import dump_register, load_register
 from gateway.replay import mirror_regions
 from gateway.service import Gateway
-from gateway.store.base import DeliveryState
 from gateway.testing.rabbit import Broker
 from gateway.testing.replay_processes import free_port
 
 from ..edi2.processes import HUB_UP_S, start_hub, terminate, toml_text, wait_up
 from ..edi2.test_edi2_crash import active_deliveries, received
 from ..region import ADMIN, fixture_bytes, settings_for, shared_pki, with_msg_id
-from .amqp_region import bus_options, new_bus
+from .amqp_region import all_acknowledged, bus_options, new_bus
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -127,11 +126,8 @@ async def test_sigkill_while_the_bus_delivers_loses_and_doubles_nothing(tmp_path
         await sending
 
         async def settled() -> bool:
-            for message_id in sent:
-                view = await stolav.store.get(message_id)
-                if view is None or any(d.state != DeliveryState.ACKNOWLEDGED for d in view.deliveries):
-                    return False
-            return sum(received(db).values()) >= MESSAGES and not active_deliveries(db)
+            settled_here = await all_acknowledged(stolav, sent)
+            return settled_here and sum(received(db).values()) >= MESSAGES and not active_deliveries(db)
 
         deadline = time.monotonic() + SETTLE_S
         while not await settled():

@@ -12,12 +12,11 @@ import pytest
 
 from gateway.cli import main
 from gateway.errors import KeyUnavailable
-from gateway.store.base import DeliveryState
 from gateway.testing.rabbit import DELIVERY_LIMIT, Broker
 from gateway.transport import InboundResult, Packet
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
-from .amqp_region import amqp_region
+from .amqp_region import all_acknowledged, amqp_region
 from .raw import nothing_on, put, take
 from .test_amqp_bus import EPIKRISE, GP, STOLAV, _peer_message
 
@@ -117,11 +116,7 @@ async def test_the_broker_going_away_mid_flow_loses_and_doubles_nothing(tmp_path
         await submit(10)
 
         async def all_settled() -> bool:
-            for record in records:
-                view = await r.stolav.store.get(record.id)
-                if view is None or any(d.state != DeliveryState.ACKNOWLEDGED for d in view.deliveries):
-                    return False
-            return True
+            return await all_acknowledged(r.stolav, [record.id for record in records])
 
         await r.until(all_settled, what="every delivery settled by its AppRec", within_s=300)
         await restart
