@@ -3,9 +3,9 @@
 A message lands in ``<her>_dl`` when a receiver rejected it (no sender to tell) or gave it back more often
 than the broker's delivery limit (a failure nobody foresaw, or one that lasted). AMQP 1.0 cannot browse a
 queue, so seeing them takes each one on a connection of its own and closes it with the message unsettled
-(so it goes back where it was); re-queueing sends a fresh copy -
-its HITS 1216 fields and body, nothing the broker annotated - to the queue it came from, and takes the dead
-letter off only once the broker has accepted the copy. Nothing here reads or prints a body.
+(so it goes back where it was); re-queueing sends a fresh copy - its HITS 1216 fields and body, nothing the
+broker annotated - to the queue it came from, and takes the dead letter off only once the broker has
+accepted the copy. Nothing here reads or prints a body.
 """
 
 from __future__ import annotations
