@@ -185,7 +185,6 @@ def test_sigkill_loses_nothing(tmp_path: Path) -> None:
     assert settled, "the hub's queue did not drain"
     assert codes == [0, 0], "both gateways shut down cleanly on SIGTERM"
     # then the chaos itself - what the design guarantees, whatever the machine's speed
-    assert chaos.kills >= KILLS
     assert chaos.kills_while_submitting >= 1, "the first kill falls while messages are being submitted"
     with sqlite3.connect(tmp_path / "st-olavs" / "gateway.sqlite") as conn:
         redelivered = conn.execute(

@@ -262,7 +262,6 @@ def test_sigkill_while_notifications_stream_in_loses_nothing(tmp_path: Path) -> 
     assert stored_offset(hub.db) == last_offset, f"the hub's stored offset is NHN's last{stuck} {logs}"
     assert done, f"the hub settled{stuck} {logs}"
     # then the chaos itself - what the design guarantees, whatever the machine's speed
-    assert chaos.kills >= KILLS
     assert chaos.kills_while_sending >= 1, "the first kill falls while messages are streaming in"
     assert code == 0, f"the hub exits 0 on SIGTERM {logs}"
     assert sim_code == 0, "the simulator exits 0 on SIGTERM"
