@@ -60,6 +60,15 @@ def _announce(settings: Settings) -> Any:
     return say
 
 
+async def until_signalled() -> None:
+    """Return on the first SIGTERM or SIGINT (a supervisor's stop, Ctrl-C): the caller then shuts down."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
 async def serve(settings: Settings) -> int:
     gateway = Gateway(settings)
     app = create_app(gateway, announce=_announce(settings))
@@ -72,11 +81,7 @@ async def serve(settings: Settings) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     log.info("gateway.stopping", reason="signal")
     await runner.cleanup()
     return 0

@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import signal
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.cli.options import Actions, option
+from gateway.cli.serve import until_signalled
 from gateway.clock import Clock
 from gateway.errors import ConfigError
 from gateway.log import configure, get_logger
@@ -309,11 +309,7 @@ async def _serve(config: SimConfig) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     for runner in reversed(runners):
         await runner.cleanup()
     return 0
