@@ -310,3 +310,8 @@ async def test_operators_see_refusals_with_their_cause(peers: Peers) -> None:
     assert item["cause"] == "security.spoofing_attack" and item["claimed_sender"] == LAB
     assert item["sha256"] == hashlib.sha256(forged).hexdigest() and item["size"] == len(forged)
     assert not {"payload", "body", "content"} & set(item)
+    for before in ("²", "9" * 40, "-1"):  # a digit to Python, past SQLite's integers, a sign: 400, never a 500
+        async with peers.client.get(
+            "/v1/admin/refusals", params={"before": before}, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            assert response.status == 400, before

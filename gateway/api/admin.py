@@ -154,13 +154,16 @@ async def route_list(request: web.Request) -> web.Response:
     return web.json_response({"items": items})
 
 
+_REFUSAL_ID = re.compile(r"[0-9]{1,18}")
+
+
 @routes.get("/v1/admin/refusals")
 async def refusals(request: web.Request) -> web.Response:
     """Packets refused at the transport, newest first: metadata, the cause and a digest - never the bytes."""
     admin_of(request)
     limit = page_limit(request.query.get("limit"), default=100, most=1000)
     before = request.query.get("before")
-    if before is not None and not before.isdigit():
+    if before is not None and not _REFUSAL_ID.fullmatch(before):  # (not isdigit: "²" is a digit to Python)
         raise BadRequest("before must be the id of a refusal (a whole number).")
     found = await request.app[GATEWAY].store.refusals(limit=limit, before=int(before) if before else None)
     items = [{**dataclasses.asdict(r), "at": iso(r.at)} for r in found]
