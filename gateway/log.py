@@ -34,13 +34,14 @@ _MAX_TRACEBACK = 8192
 
 
 def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return _NATIONAL_ID.sub(_REDACTED, value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, list | tuple):
         return type(value)(_scrub(v) for v in value)
     if isinstance(value, dict):
         return {k: (_REDACTED if k in FORBIDDEN_KEYS else _scrub(v)) for k, v in value.items()}
-    return value
+    # bytes, exceptions, paths: scrubbed as they will render (the renderer would str() them afterwards)
+    return _NATIONAL_ID.sub(_REDACTED, value if isinstance(value, str) else str(value))
 
 
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

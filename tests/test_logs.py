@@ -67,6 +67,16 @@ class TestNoPersonalDataInLogs:
         assert line["message_id"] == "533dc50329384157b4498ccef9d9718d"  # hex ids are not national ids
         assert redact(None, "info", {"name": "Kari"})["name"] == "[redacted]"
 
+    def test_values_that_are_not_strings_are_scrubbed_as_they_render(self) -> None:
+        """An exception, a path or bytes holding a national id (an error echoing a file name, say) is
+        scrubbed too - the renderer would otherwise write str() of it untouched."""
+        scrubbed = redact(
+            None,
+            "error",
+            {"error": ValueError("no patient 13894512345"), "file": Path("/in/13894512345.xml"), "raw": b"13894512345"},
+        )
+        assert all("13894512345" not in str(v) and "[redacted]" in str(v) for v in scrubbed.values())
+
     def test_every_value_is_bounded(self) -> None:
         """A megabyte HER-id, a long list, a huge traceback: the rendered line stays small, says what was cut,
         and a national id is redacted whole before anything is cut."""
