@@ -27,6 +27,7 @@ from structlog.testing import capture_logs
 
 from gateway.api import server as server_module
 from gateway.api.app import create_app
+from gateway.api.health import StoreProbe
 from gateway.api.limits import LIMITER, Limiter, read_body
 from gateway.api.server import app_runner
 from gateway.config import LimitsSettings, TokenSettings
@@ -304,6 +305,28 @@ class TestHealth:
             await stuck
             await still_answers(served)
         executor.shutdown()
+
+
+    async def test_the_store_is_counted_once_for_many_probes(self) -> None:
+        """/healthz needs no token: many probes at once share one count of the store's tables, reused while
+        fresh, so a probe flood costs the store nothing more."""
+        calls = 0
+        release = asyncio.Event()
+
+        class Store:
+            async def counts(self) -> dict[str, int]:
+                nonlocal calls
+                calls += 1
+                await release.wait()
+                return {"deliveries.queued": 3}
+
+        probe = StoreProbe(fresh_s=3600)
+        waiting = [asyncio.ensure_future(probe.counts(Store(), 60)) for _ in range(50)]  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        release.set()
+        assert [await w for w in waiting] == [{"deliveries.queued": 3}] * 50
+        assert await probe.counts(Store(), 60) == {"deliveries.queued": 3}  # type: ignore[arg-type]
+        assert calls == 1
 
 
 class TestReadBody:

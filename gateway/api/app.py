@@ -82,6 +82,7 @@ def create_app(gateway: Gateway, *, announce: Callable[[str], None] | None = Non
     app[GATEWAY] = gateway
     app[LIMITER] = Limiter(settings.limits, max_body)
     app[health.PROBE] = health.ThreadProbe()
+    app[health.STORE_PROBE] = health.StoreProbe()
     dev = None
     if not settings.api.tokens:
         dev, made = dev_token(settings.data_dir)
