@@ -19,12 +19,19 @@ from aiohttp import web
 
 from adapters.bodies import read_head
 from gateway.errors import PermanentDeliveryError, TransportError
-from gateway.transport import InboundHandler, InboundResult, Packet, Transport, TransportContext, retry_after
+from gateway.transport import (
+    InboundHandler,
+    InboundResult,
+    Packet,
+    Transport,
+    TransportContext,
+    retry_after,
+    retryable_status,
+)
 
 __all__ = ["RECEIVING_PATH", "HttpTransport", "receiving_route"]
 
 RECEIVING_PATH = "/transport/http"
-_RETRYABLE = {408, 425, 429}
 
 
 class HttpTransport(Transport):
@@ -58,7 +65,7 @@ class HttpTransport(Transport):
                 f"{packet.destination} redirects ({resp.status}) to {resp.headers.get('Location', '?')}; "
                 "fix the endpoint in the register."
             )
-        if resp.status in _RETRYABLE or resp.status >= 500:
+        if retryable_status(resp.status):
             raise TransportError(
                 f"{packet.destination} answered {resp.status}: {said}",
                 retry_after_s=retry_after(resp.headers.get("Retry-After")),

@@ -38,6 +38,7 @@ __all__ = [
     "TransportContext",
     "TransportState",
     "retry_after",
+    "retryable_status",
 ]
 
 #: The longest wait a peer's Retry-After can impose on one attempt (the route's time to live still rules).
@@ -240,6 +241,16 @@ class Transport:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+#: HTTP statuses that mean "not now" rather than "no" (besides every 5xx): Request Timeout, Too Early,
+#: Too Many Requests
+_RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+def retryable_status(status: int) -> bool:
+    """An HTTP answer worth trying again later: 408, 425, 429 or any 5xx (one rule for every HTTP peer)."""
+    return status in _RETRYABLE_STATUSES or status >= 500
 
 
 def retry_after(value: str | None, *, now: float | None = None) -> float | None:

@@ -37,6 +37,7 @@ from yarl import URL
 
 from adapters.bodies import read_body
 from gateway.errors import ConfigError, GatewayError, TransportError, UnknownReceiver
+from gateway.transport import retryable_status
 from gateway.xml import parse, serialize
 
 __all__ = [
@@ -65,7 +66,6 @@ _NOT_FOUND: Final = "InvalidHerIdSupplied"  # the GenericFault ErrorCode of "no 
 _HER_ID: Final = re.compile(r"[0-9]{1,12}")
 #: the largest answer read: an organisation's answer lists every service under it
 _MAX_BYTES: Final = 16 * 1024 * 1024
-_RETRYABLE: Final = frozenset({408, 425, 429})
 
 Kind = Literal["Service", "Organization", "Person"]
 # what <Type> says; the xsi:type says OrganizationPerson where <Type> says Person
@@ -236,7 +236,7 @@ def _request(her_id: str, to: str) -> bytes:
 
 def _answer(her_id: str, status: int, body: bytes, where: str) -> CommunicationParty | None:
     """What an HTTP answer means. A fault is read whatever the status: WCF sends faults with HTTP 500."""
-    retryable = status >= 500 or status in _RETRYABLE
+    retryable = retryable_status(status)
     if status in (401, 403):
         raise AddressRegisterError(
             f"The Adresseregister at {where} refused this gateway's username and password (HTTP {status}); "

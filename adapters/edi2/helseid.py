@@ -41,7 +41,7 @@ from adapters.bodies import read_body
 from adapters.edi2.dpop import SigningKey, client_assertion, dpop_proof
 from gateway.errors import AuthenticationRefused, TransportError
 from gateway.log import get_logger
-from gateway.transport import retry_after
+from gateway.transport import retry_after, retryable_status
 
 __all__ = ["DEFAULT_SCOPE", "HelseIdClient", "nonce_challenge"]
 
@@ -54,7 +54,6 @@ _MAX_BODY: Final = 256 * 1024
 #: after HelseID refused the client, the token is not asked for again for this long
 _REFUSED_PAUSE_S: Final = 5.0
 _DEFAULT_EXPIRES_IN: Final = 60.0  # when HelseID leaves out expires_in (RFC 6749 only recommends it)
-_RETRYABLE: Final = frozenset({408, 425, 429})
 _OAUTH_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")  # a token goes into a header: visible ASCII, no spaces
 
@@ -270,7 +269,7 @@ class HelseIdClient:
         error = body.get("error")
         code = error if isinstance(error, str) and _OAUTH_CODE.fullmatch(error) else None
         # a second use_dpop_nonce right after HelseID gave one: its nonce rotated in between - try again
-        if status in _RETRYABLE or status >= 500 or code == "use_dpop_nonce":
+        if retryable_status(status) or code == "use_dpop_nonce":
             wait = retry_after(headers.get("Retry-After"), now=self._clock())
             log.warning("helseid.unavailable", code=TransportError.event, step=what, status=status, retry_after_s=wait)
             return TransportError(

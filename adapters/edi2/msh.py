@@ -42,7 +42,7 @@ from gateway.errors import (
     TransportError,
 )
 from gateway.log import get_logger
-from gateway.transport import retry_after
+from gateway.transport import retry_after, retryable_status
 
 __all__ = ["MAX_ANSWER_BYTES", "MAX_EVENT_BYTES", "MAX_REQUEST_BYTES", "MshClient", "Notification", "SentStatus"]
 
@@ -314,7 +314,7 @@ class MshClient:
             raise NotAuthorized(f"NHN refused {where} (403): {problem} - check the HelseID client's HER-ids.")
         if status == 423:
             raise ChannelLocked(f"NHN refused {where} (423 Locked): {problem} - another HelseID client holds it.")
-        if status in (408, 425, 429) or status >= 500:
+        if retryable_status(status):
             raise TransportError(f"NHN answered {where} {status}: {problem}", retry_after_s=retry_after(
                 response.headers.get("Retry-After")))  # fmt: skip
         raise PermanentDeliveryError(f"NHN refused {where} ({status}): {problem}", condition=f"nhn:{status}")

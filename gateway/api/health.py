@@ -1,9 +1,9 @@
 """``/healthz``: cheap, without a token, and honest about the parts a submission waits on.
 
-Besides the queue counts (one count of the store at a time, reused for a second) it checks that the worker threads answer - the default executor that
-``asyncio.to_thread`` hands parsing, validation and CMS work to - and that the store answers, each within
-``limits.health_timeout_s``. If either does not, the answer is 503 ``{"status": "degraded", "checks": ...}``
-instead of a cheerful ok while every submission times out.
+Besides the queue counts (one count of the store at a time, reused for a second) it checks that the worker
+threads answer - the default executor that ``asyncio.to_thread`` hands parsing, validation and CMS work to -
+and that the store answers, each within ``limits.health_timeout_s``. If either does not, the answer is 503
+``{"status": "degraded", "checks": ...}`` instead of a cheerful ok while every submission times out.
 """
 
 from __future__ import annotations
