@@ -19,7 +19,7 @@ from typing import Literal
 
 from gateway.errors import ConfigError
 
-__all__ = ["Certificates", "Organisation", "Party", "Register", "dump_register", "load_register"]
+__all__ = ["Certificates", "Organisation", "Party", "Register", "dump_register", "is_her_id", "load_register"]
 
 Delivery = Literal["inbox", "folder", "callback"]
 AppRecMode = Literal["gateway", "ehr"]
@@ -225,9 +225,14 @@ def _party(entry: dict[str, object], index: int, base: Path, source: Path) -> Pa
     return party
 
 
+def is_her_id(value: str) -> bool:
+    """A HER-id as NHN gives them: 1 to 12 ASCII digits (``isdigit`` alone takes "²" and other scripts' digits)."""
+    return value.isascii() and value.isdigit() and 1 <= len(value) <= 12
+
+
 def _her(value: object, where: str) -> str:
     text = str(value).strip()
-    if not text.isdigit():
+    if not is_her_id(text):
         raise ConfigError(f"{where}: HER-id {value!r} is not a number.")
     return text
 

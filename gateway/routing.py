@@ -18,14 +18,13 @@ from typing import Protocol
 from gateway.config import Settings
 from gateway.errors import GatewayError, MetadataMismatch, UnknownReceiver
 from gateway.model.envelope import Addressee, Envelope, Ident, Unit
-from gateway.registry import Organisation, Party, Register
+from gateway.registry import Organisation, Party, Register, is_her_id
 from gateway.retry import policy_for
 from gateway.store.base import DeliveryState, NewDelivery
 from gateway.validation import rules
 
 __all__ = ["Addressed", "Directory", "Listing", "Route", "Router", "addressee_of"]
 
-_HER_ID_DIGITS = range(1, 13)
 
 
 @dataclass(frozen=True)
@@ -92,7 +91,7 @@ class Router:
         party = self.register.find(ids)
         if party is not None:
             return Route(party.her_id, self.channel_for(party), party)
-        if self.default_adapter and ids and _is_her_id(ids[0]):
+        if self.default_adapter and ids and is_her_id(ids[0]):
             return Route(ids[0], self.default_adapter)
         return None
 
@@ -178,7 +177,7 @@ class Router:
         party = self.register.attribute(ids)
         if party is not None:
             return party
-        if not (via and via == self.default_adapter and _is_her_id(transport_sender) and transport_sender in ids):
+        if not (via and via == self.default_adapter and is_her_id(transport_sender) and transport_sender in ids):
             return None
         if any(self.register.get(i) or self.register.organisation(i) for i in ids):
             return None  # one of ours named beside an outsider: not for the default route to vouch for
@@ -260,6 +259,4 @@ def addressee_of(party: Party) -> Addressee:
     )
 
 
-def _is_her_id(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) in _HER_ID_DIGITS
 

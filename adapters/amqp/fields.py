@@ -20,6 +20,7 @@ from cproton import pn_message_get_content_type
 from proton import Message
 
 from gateway.errors import GatewayError
+from gateway.registry import is_her_id
 from gateway.transport import Packet
 
 __all__ = [
@@ -51,7 +52,6 @@ READABLE_CONTENT_TYPES = frozenset(
     }
 )
 
-_HER_ID = re.compile(r"[0-9]{1,12}")
 _QUEUE = re.compile(r"[0-9A-Za-z_.\-]{1,200}")
 _MAX_ID = 200
 _MAX_TEXT = 1000
@@ -152,7 +152,7 @@ def content_type_of(message: Message) -> str | None:
 def sender_of(message: Message) -> str | None:
     """The sender's HER-id as the message's ``fromHerId`` claims it, when it is one (where a report goes)."""
     value = _properties(message).get("fromHerId", "").strip()
-    return value if _HER_ID.fullmatch(value) else None
+    return value if is_her_id(value) else None
 
 
 def read_packet(message: Message, *, queue: str) -> Packet:
@@ -167,7 +167,7 @@ def read_packet(message: Message, *, queue: str) -> Packet:
     for name, value in (("toHerId", to_her), ("fromHerId", from_her)):
         if not value:
             missing.append(name)
-        elif not _HER_ID.fullmatch(value):
+        elif not is_her_id(value):
             wrong.append(name)
     subject = _text(message.subject)
     if not subject:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from yarl import URL
 
 from adapters.bodies import read_body
 from gateway.errors import ConfigError, GatewayError, TransportError, UnknownReceiver
+from gateway.registry import is_her_id
 from gateway.transport import retryable_status
 from gateway.xml import parse, serialize
 
@@ -63,7 +63,6 @@ _OPERATION: Final = "GetCommunicationPartyDetails"
 #: the WS-Addressing action (and SOAP 1.2 ``action`` parameter) of the operation, from NHN's WSDL
 ACTION: Final = f"{_CP}/ICommunicationPartyService/{_OPERATION}"
 _NOT_FOUND: Final = "InvalidHerIdSupplied"  # the GenericFault ErrorCode of "no such HER-id"
-_HER_ID: Final = re.compile(r"[0-9]{1,12}")
 #: the largest answer read: an organisation's answer lists every service under it
 _MAX_BYTES: Final = 16 * 1024 * 1024
 
@@ -169,7 +168,7 @@ class AddressRegister:
 
     async def lookup(self, her_id: str) -> CommunicationParty | None:
         """The party registered under ``her_id``, or None when the register has none."""
-        if not isinstance(her_id, str) or not _HER_ID.fullmatch(her_id):
+        if not isinstance(her_id, str) or not is_her_id(her_id):
             raise UnknownReceiver(f"{str(her_id)[:40]!r} is not a HER-id (1 to 12 digits).")
         cached = self._cache.get(her_id)
         if cached is not None and self._clock() < cached[0]:
@@ -296,7 +295,7 @@ def _party(result: etree._Element) -> CommunicationParty:
     her_id = text("HerId")
     declared = (result.get(_TYPE) or "").rpartition(":")[2]
     kind = _KINDS.get(text("Type") or "") or _KINDS.get("Person" if declared == "OrganizationPerson" else declared)
-    if her_id is None or not _HER_ID.fullmatch(her_id) or kind is None:
+    if her_id is None or not is_her_id(her_id) or kind is None:
         raise AddressRegisterError("The Adresseregister's answer names no HER-id or no known party type.")
     parent = text("ParentHerId")
     organization_number = text("OrganizationNumber")
@@ -313,7 +312,7 @@ def _party(result: etree._Element) -> CommunicationParty:
         kind=kind,
         active=_boolean(text("Active")),
         is_valid_communication_party=_boolean(text("IsValidCommunicationParty")),
-        parent_her_id=parent if parent and _HER_ID.fullmatch(parent) else None,  # -1: no parent
+        parent_her_id=parent if parent and is_her_id(parent) else None,  # -1: no parent
         parent_name=text("ParentName"),
         electronic_addresses=tuple(addresses),
         display_name=text("DisplayName"),

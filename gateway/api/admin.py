@@ -16,6 +16,7 @@ from gateway.api.messages import client_of, cursor, page_limit
 from gateway.api.views import iso, message_json, view_json
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.pipeline.outbound import Client
+from gateway.registry import is_her_id
 from gateway.retry import ttls
 
 __all__ = ["routes"]
@@ -23,7 +24,6 @@ __all__ = ["routes"]
 routes = web.RouteTableDef()
 
 #: A route is a receiver HER-id: digits only, as the register writes them.
-_ROUTE = re.compile(r"[0-9]{1,12}")
 
 
 def admin_of(request: web.Request) -> Client:
@@ -35,7 +35,7 @@ def admin_of(request: web.Request) -> Client:
 
 def route_of(value: str) -> str:
     """A route name from the path or a query parameter; anything but a HER-id is refused unrepeated."""
-    if not _ROUTE.fullmatch(value):
+    if not is_her_id(value):
         raise BadRequest("A route is a receiver HER-id: 1 to 12 digits.")
     return value
 

@@ -4,7 +4,6 @@ receipts - says what the AppRec is to be."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from aiohttp import web
@@ -15,12 +14,12 @@ from gateway.api.messages import client_of
 from gateway.api.views import message_json
 from gateway.errors import BadRequest, NotFound
 from gateway.model.apprec import ERROR_TEXTS, AppRecError
+from gateway.registry import is_her_id
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 
-_HER_ID = re.compile(r"[0-9]{1,12}")
 #: An AppRec verdict is a few hundred bytes; the body of one is refused past this.
 MAX_APPREC_BYTES = 64 * 1024
 MAX_APPREC_ERRORS = 100
@@ -30,7 +29,7 @@ MAX_APPREC_ERRORS = 100
 async def inbox(request: web.Request) -> web.Response:
     client = client_of(request)
     receiver = request.query.get("receiver", "")
-    if not _HER_ID.fullmatch(receiver):
+    if not is_her_id(receiver):
         raise BadRequest("Say whose inbox: /v1/inbox?receiver=<HER-id> (1 to 12 digits).")
     require_party(client, receiver)
     items = await request.app[GATEWAY].store.inbox(receiver)

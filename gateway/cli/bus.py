@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from adapters.amqp.settings import AmqpSettings
 from gateway.cli.options import Actions, option
 from gateway.config import load_settings
 from gateway.errors import ConfigError
+from gateway.registry import is_her_id
 
 _SHARED = (
     option(
@@ -28,7 +28,6 @@ _SHARED = (
     ),
     option("--limit", type=int, default=1000, help="at most this many dead letters (default: %(default)s)"),
 )
-_HER_ID = re.compile(r"[0-9]{1,12}")
 
 
 def register(sub: Any) -> None:
@@ -43,7 +42,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not _HER_ID.fullmatch(args.her):
+    if not is_her_id(args.her):
         raise SystemExit("gateway bus: HER must be a HER-id (1 to 12 digits)")
     if args.action == "requeue" and bool(args.ids) == bool(args.all):
         raise SystemExit("gateway bus requeue: give --id ID (one or more) or --all")
