@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from gateway.api.keys import GATEWAY
-from gateway.api.messages import client_of, cursor, page_limit
+from gateway.api.keys import GATEWAY, client_of
+from gateway.api.messages import cursor, page_limit
 from gateway.api.views import iso, message_json, view_json
 from gateway.errors import BadRequest, Forbidden, NotFound
 from gateway.pipeline.outbound import Client

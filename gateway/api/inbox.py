@@ -9,8 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.auth import may_see, require_party
-from gateway.api.keys import GATEWAY
-from gateway.api.messages import client_of
+from gateway.api.keys import GATEWAY, client_of
 from gateway.api.views import message_json
 from gateway.errors import BadRequest, NotFound
 from gateway.model.apprec import ERROR_TEXTS, AppRecError

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager, contextmanager
 
 from aiohttp import hdrs, web
 
-from gateway.api.keys import AUTH
+from gateway.api.keys import client_of
 from gateway.config import LimitsSettings
 from gateway.errors import (
     BadBody,
@@ -131,7 +131,7 @@ def client_key(request: web.Request) -> str:
     """Whose slots a request counts against: the token's client under ``/v1`` (an unknown token is
     refused here, before anything is read), else the peer address."""
     if request.path.startswith("/v1/"):
-        return "client:" + request.app[AUTH].client(request.headers.get(hdrs.AUTHORIZATION)).name
+        return "client:" + client_of(request).name
     return f"peer:{request.remote or '?'}"
 
 

@@ -5,18 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.auth import may_see
-from gateway.api.keys import AUTH, GATEWAY
+from gateway.api.keys import GATEWAY, client_of
 from gateway.api.views import message_json, summary_json, view_json
 from gateway.errors import BadRequest, NotFound
-from gateway.pipeline.outbound import Client
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
-
-
-def client_of(request: web.Request) -> Client:
-    return request.app[AUTH].client(request.headers.get("Authorization"))
 
 
 def page_limit(value: str | None, *, default: int, most: int) -> int:
