@@ -172,12 +172,17 @@ class TestRefusals:
             meanwhile = r.sim.network.send(STOLAV, with_msg_id(fixture_bytes(EPIKRISE)), to=[GP])
             to_froya = r.sim.network.send(STOLAV, with_msg_id(fixture_bytes(EPIKRISE)), to=[FROYA])
 
-            async def froya_has_it() -> bool:
-                return [m.msg_id for m in await r.hub.store.inbox(FROYA)] == [to_froya.info.msg_id]
+            gp_note = min(n.offset for n in r.sim.state.log.read(frozenset({GP}), 0, 100)[0])
 
-            await r.until(froya_has_it, what="Frøya's copy while the GP's HER-id is held")
-            offset = int(await r.hub.store.get_meta("adapter:edi2:offset") or 0)
-            assert offset > min(n.offset for n in r.sim.state.log.read(frozenset({GP}), 0, 100)[0])  # past it
+            async def stored_offset() -> int:
+                return int(await r.hub.store.get_meta("adapter:edi2:offset") or 0)
+
+            async def froya_has_it() -> bool:  # (the offset is stored after the message: wait for both)
+                got = [m.msg_id for m in await r.hub.store.inbox(FROYA)] == [to_froya.info.msg_id]
+                return got and await stored_offset() > gp_note
+
+            await r.until(froya_has_it, what="Frøya's copy while the GP's HER-id is held, the log read past it")
+            assert await stored_offset() > gp_note  # past the GP's notification
             assert await r.hub.store.inbox(GP) == []
 
             del r.sim.state.configurations[GP]  # the other client let go
