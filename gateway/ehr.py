@@ -7,6 +7,9 @@ callback is retried until the EHR answers 2xx, so the EHR must treat the gateway
 (``X-Gateway-Message-Id``, the packet's ``reference``) as its duplicate key. Both carry the XML itself:
 the channel stays inside the organisation.
 
+A synchronous request (Helsenorge's ``_sync`` queue) is answered by the party's EHR at its ``sync_url``
+(:class:`EhrSync`): the request's XML is POSTed there and the reply is the response body.
+
 The EHR's folder is shared with the EHR, so it is written as a drop folder is (adapters/folder_fs.py): a
 folder that is a symbolic link is not entered, and a file already there under the message's name is
 never overwritten - the same bytes count as delivered (a retried hand-over), anything else is a
@@ -22,10 +25,10 @@ from pathlib import Path
 import aiohttp
 
 from adapters.folder_fs import atomic_write
-from gateway.errors import NoRoute, TransportError
+from gateway.errors import NoRoute, SyncUnanswerable, TransportError
 from gateway.transport import Packet, Transport, TransportContext
 
-__all__ = ["EhrCallback", "EhrFolder"]
+__all__ = ["EhrCallback", "EhrFolder", "EhrSync"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -83,6 +86,48 @@ class EhrCallback(Transport):
                 raise TransportError(f"The EHR callback {url} answered {response.status}.")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise TransportError(f"The EHR callback {url} failed: {type(exc).__name__}.") from exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class EhrSync:
+    """Asks a local party's EHR to answer a synchronous request: the request's XML is POSTed to its
+    ``sync_url``, and a 200 with the reply's XML is the answer. Anything else - another status, no answer
+    within the time, a body over ``max_bytes`` - is :class:`SyncUnanswerable` (the requester is told, in
+    words that name nothing of ours)."""
+
+    _PUBLIC = "The receiver's system could not answer the request."
+
+    def __init__(self, *, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._session: aiohttp.ClientSession | None = None
+
+    async def ask(self, url: str, content: bytes, headers: dict[str, str], *, timeout_s: float) -> bytes:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with self._session.post(
+                url,
+                data=content,
+                headers={"Content-Type": "application/xml", **headers},
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as response:
+                if response.status != 200:
+                    raise SyncUnanswerable(
+                        f"The EHR's sync endpoint {url} answered {response.status}.", public=self._PUBLIC
+                    )
+                body = await response.content.read(self.max_bytes + 1)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise SyncUnanswerable(
+                f"The EHR's sync endpoint {url} failed: {type(exc).__name__}.", public=self._PUBLIC
+            ) from exc
+        if len(body) > self.max_bytes:
+            raise SyncUnanswerable(f"The EHR's answer is over {self.max_bytes} bytes.", public=self._PUBLIC)
+        return body
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -400,6 +400,63 @@ class NoRoute(PermanentDeliveryError):
     event = "delivery.no_route"
 
 
+# --- synchronous request/reply (Helsenorge's _sync/_syncreply queues) ----------------------------------
+
+
+class SyncError(DeliveryError):
+    """A synchronous request that got no usable answer; the EHR that asked is told at once (nothing is
+    queued: a caller waits for a synchronous answer, and one that comes later is of no use)."""
+
+    event = "sync.error"
+    http_status = 502
+
+
+class SyncNotSupported(SyncError):
+    """The receiver is reached over a channel with no synchronous request/reply."""
+
+    event = "sync.not_supported"
+    http_status = 422
+
+
+class SyncTimeout(SyncError):
+    """No answer within the call's time (15 s on Helsenorge's bus)."""
+
+    event = "sync.timeout"
+    http_status = 504
+
+
+class SyncRefused(SyncError):
+    """The receiver reported the request on our error queue, with its transport condition."""
+
+    event = "sync.refused"
+
+    def __init__(self, message: str, *, condition: str) -> None:
+        super().__init__(message)
+        self.peer_condition = condition
+
+
+class SyncReplyInvalid(SyncError):
+    """The answer does not verify, is not a valid KITH message, or is not from the party asked."""
+
+    event = "sync.reply_invalid"
+
+
+class SyncUnanswerable(GatewayError):
+    """A synchronous request this gateway's party cannot answer: it has no EHR endpoint for them, or its
+    EHR failed or gave no valid answer in time. The requester is told on its error queue."""
+
+    event = "sync.unanswerable"
+    transport_condition = "transport:internal-error"
+    http_status = 502
+
+
+class SyncNotOffered(SyncUnanswerable):
+    """The local party takes no synchronous requests (no ``sync_url`` in the register)."""
+
+    event = "sync.not_offered"
+    transport_condition = "transport:unsupported-message"
+
+
 # --- API, config, store ------------------------------------------------------------------------------
 
 

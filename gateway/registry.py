@@ -61,6 +61,8 @@ class Party:
     folder: Path | None = None
     callback_url: str | None = None
     apprec: AppRecMode = "gateway"
+    # local parties: where their EHR answers synchronous requests (POST, the reply in the response); None: it takes none
+    sync_url: str | None = None
     certificates: Certificates = field(default_factory=Certificates)
 
     @property
@@ -168,6 +170,7 @@ _PARTY_KEYS = {
     "folder",
     "callback_url",
     "apprec",
+    "sync_url",
     "certificates",
 }
 _CERT_KEYS = {f for f in Certificates.__dataclass_fields__}
@@ -214,6 +217,7 @@ def _party(entry: dict[str, object], index: int, base: Path, source: Path) -> Pa
         folder=(base / str(folder)) if folder else None,
         callback_url=_opt_str(entry.get("callback_url")),
         apprec=apprec,
+        sync_url=_opt_str(entry.get("sync_url")),
         certificates=Certificates(**{k: base / str(v) for k, v in certs.items()}),
     )
     if not party.local and not party.adapter:
@@ -222,6 +226,8 @@ def _party(entry: dict[str, object], index: int, base: Path, source: Path) -> Pa
         raise ConfigError(f"{where}: delivery = folder needs folder = <path>.")
     if party.delivery == "callback" and not party.callback_url:
         raise ConfigError(f"{where}: delivery = callback needs callback_url.")
+    if party.sync_url and not party.local:
+        raise ConfigError(f"{where}: sync_url is where a local party's EHR answers; a remote party has none.")
     return party
 
 
@@ -266,6 +272,8 @@ def dump_register(register: Register) -> str:
                 lines.append(f"folder = {q(p.folder)}")
             if p.callback_url:
                 lines.append(f"callback_url = {q(p.callback_url)}")
+            if p.sync_url:
+                lines.append(f"sync_url = {q(p.sync_url)}")
         certs = {k: v for k, v in p.certificates.__dict__.items() if v is not None}
         if certs:
             inner = ", ".join(f"{k} = {q(v)}" for k, v in certs.items())

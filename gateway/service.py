@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from gateway.log import get_logger
 from gateway.pipeline.inbound import InboundPipeline
 from gateway.pipeline.outbound import Client, OutboundPipeline
 from gateway.pipeline.receipts import Receipts
+from gateway.pipeline.sync import SYNC_TIMEOUT_S, SyncPipeline, SyncReply
 from gateway.registry import Register
 from gateway.scheduler import Housekeeping, guarded, start_scheduler
 from gateway.security.devpki import ensure_dev_pki
@@ -105,6 +107,7 @@ class Gateway:
         self.receipts = Receipts(self.core, self.store, self.clock)
         self.inbound = InboundPipeline(self.core, self.store, self.protection, self.receipts, self.clock)
         self.outbound = OutboundPipeline(self.core, self.store, self.clock)
+        self.sync = SyncPipeline(self.core, self.protection, self.outbound, self.transports, self.clock)
         self.housekeeping = Housekeeping(self.store, self.protection, settings, self.clock)
         # CRLs given as URLs are fetched before the first message needs them, not an hour later
         await guarded("crls", self.housekeeping.crls)()
@@ -151,6 +154,7 @@ class Gateway:
                 local_her_ids=local_her_ids,
                 state=StoreState(self.store, f"adapter:{name}:"),
                 reports=self.receipts,
+                answer=functools.partial(self.sync.answer, via=name),
             )
             transport = adapter_class(name)(context)
             await transport.start(self._handler_for(name, plain=transport.carries == "plain"))
@@ -181,6 +185,10 @@ class Gateway:
         record, created = await self.outbound.submit(data, client)
         self.worker.notify()
         return record, created
+
+    async def request(self, data: bytes, client: Client, *, timeout_s: float = SYNC_TIMEOUT_S) -> SyncReply:
+        """A synchronous request from an EHR, and the receiver's reply (nothing is queued or stored)."""
+        return await self.sync.request(data, client, timeout_s=timeout_s)
 
     async def receive(self, packet: Packet, *, via: str, plain: bool = False) -> InboundResult:
         """A packet from a channel: ``plain`` when the channel carries the XML itself (nothing to decrypt
@@ -241,5 +249,7 @@ class Gateway:
         self._tasks.clear()
         for transport in self.transports.values():
             await transport.aclose()
+        if hasattr(self, "sync"):
+            await self.sync.aclose()
         if hasattr(self, "store"):
             await self.store.close()

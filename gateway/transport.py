@@ -22,7 +22,7 @@ from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, SyncNotSupported
 
 if TYPE_CHECKING:
     from gateway.routing import Directory
@@ -34,6 +34,7 @@ __all__ = [
     "InboundResult",
     "MemoryState",
     "Packet",
+    "SyncAnswerer",
     "Transport",
     "TransportContext",
     "TransportState",
@@ -142,6 +143,11 @@ class InboundResult:
 #: The gateway's entry point for a received packet.
 InboundHandler = Callable[[Packet], Awaitable[InboundResult]]
 
+#: The gateway's answer to a synchronous request: the request packet in, the reply's body (as the channel
+#: carries it) out. It raises a :class:`~gateway.errors.GatewayError` whose ``transport_condition`` and
+#: ``public`` words the requester is told.
+SyncAnswerer = Callable[[Packet], Awaitable[bytes]]
+
 
 class TransportState(Protocol):
     """A little durable state an adapter keeps in the gateway's store (a notification offset, say): kept
@@ -203,6 +209,8 @@ class TransportContext:
     local_her_ids: tuple[str, ...] = ()
     state: TransportState = field(default_factory=MemoryState)
     reports: DeliveryReports | None = None
+    #: answers the synchronous requests a channel that has them receives (None: it answers none)
+    answer: SyncAnswerer | None = None
 
 
 class Transport:
@@ -230,6 +238,12 @@ class Transport:
 
     async def send(self, packet: Packet) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot send")
+
+    async def request(self, packet: Packet, *, timeout_s: float) -> Packet:
+        """Send a synchronous request and wait up to ``timeout_s`` for its reply (the reply's packet).
+        Channels with request/reply override this; it raises :class:`~gateway.errors.SyncTimeout`,
+        :class:`~gateway.errors.SyncRefused` or a :class:`~gateway.errors.TransportError`."""
+        raise SyncNotSupported(f"The {self.name or type(self).__name__} channel has no synchronous request/reply.")
 
     async def aclose(self) -> None:
         """Release connections, stop receiving."""

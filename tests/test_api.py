@@ -127,6 +127,24 @@ class TestInbox:
         assert inbox["items"] == []
 
 
+class TestSync:
+    """``POST /v1/sync`` (the round trip over the bus is in tests/amqp/test_amqp_sync.py): what it refuses."""
+
+    async def test_refusals(self, client: TestClient) -> None:
+        async def sync(body: bytes, headers: dict[str, str], query: str = "") -> tuple[int, str]:
+            response = await client.post(f"/v1/sync{query}", data=body, headers=headers)
+            return response.status, (await response.json())["error"]["event"]
+
+        message = fixture_bytes(FORESPORSEL)
+        # the GP is served inside this gateway: a hand-over has no request/reply
+        assert await sync(message, HITRA) == (422, "sync.not_supported")
+        assert await sync(message, GP) == (403, "api.forbidden")  # the GP's token may not ask for Hitra
+        assert await sync(b"", HITRA) == (400, "api.bad_request")
+        for bad in ("0", "-1", "15.5", "soon"):
+            assert await sync(message, HITRA, f"?timeout_s={bad}") == (400, "api.bad_request")
+        assert (await sync(fixture_bytes("broken/bad-msgid.xml"), HITRA))[0] == 422
+
+
 class TestAdmin:
     async def test_admin_needs_admin(self, client: TestClient) -> None:
         """Queue control is for admin tokens; every action lands in the trace with the actor."""

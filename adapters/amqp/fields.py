@@ -30,12 +30,14 @@ __all__ = [
     "FieldProblem",
     "canonical_id",
     "content_type_of",
+    "correlation_of",
     "error_message",
     "outgoing",
     "printable",
     "queue_name",
     "read_error",
     "read_packet",
+    "reply_queue_of",
     "sender_of",
 ]
 
@@ -95,9 +97,17 @@ def iso_stamp(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def outgoing(packet: Packet, *, queue: str, reply_to: str, ttl_s: float | None = None) -> Message:
+def outgoing(
+    packet: Packet,
+    *,
+    queue: str,
+    reply_to: str | None,
+    ttl_s: float | None = None,
+    correlation_id: str | None = None,
+) -> Message:
     """The AMQP message for a packet: a new message-id per attempt (the packet's, never the MsgId), one
-    ``Data`` section with the raw CMS bytes, and the HITS 1216 application properties as strings."""
+    ``Data`` section with the raw CMS bytes, and the HITS 1216 application properties as strings; a
+    synchronous request or reply has its ``correlation_id`` (HITS 1216 §2.2.2)."""
     message = Message(
         body=packet.body,
         inferred=True,  # bytes as one Data section, not an AMQP binary value
@@ -115,7 +125,23 @@ def outgoing(packet: Packet, *, queue: str, reply_to: str, ttl_s: float | None =
     )
     if ttl_s:
         message.ttl = ttl_s
+    if correlation_id:
+        message.correlation_id = correlation_id
     return message
+
+
+def correlation_of(message: Message) -> str | None:
+    """A synchronous message's correlation-id, when it has a readable one (printable, bounded)."""
+    value = _text(message.correlation_id).strip()
+    return value if re.fullmatch(r"[\x21-\x7e]{1,128}", value) else None
+
+
+def reply_queue_of(message: Message) -> str | None:
+    """The queue a synchronous request wants its reply on (``reply-to``), when it names one."""
+    try:
+        return queue_name(_text(message.reply_to))
+    except ValueError:
+        return None
 
 
 class FieldProblem(GatewayError):

@@ -25,6 +25,8 @@ class AmqpSettings:
     reconnect_max_s: float = 30.0
     release_after_s: float = 60.0
     ttl_s: float | None = None
+    #: a synchronous reply's time to live on the bus (Helsenorge's 15 s call timeout)
+    sync_timeout_s: float = 15.0
     #: the local HER-ids whose queues this gateway reads; None: every local party's
     her_ids: tuple[str, ...] | None = None
 
@@ -47,6 +49,7 @@ class AmqpSettings:
             reconnect_max_s=float(opts.get("reconnect_max_s", 30.0)),
             release_after_s=float(opts.get("release_after_s", 60.0)),
             ttl_s=float(ttl) if ttl else None,
+            sync_timeout_s=float(opts.get("sync_timeout_s", 15.0)),
             her_ids=tuple(str(h) for h in listed) if listed is not None else None,
         )
 

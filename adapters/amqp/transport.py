@@ -39,6 +39,7 @@ from adapters.amqp.fields import (
     sender_of,
 )
 from adapters.amqp.settings import AmqpSettings
+from adapters.amqp.sync import SyncRequests, SyncResponder
 from gateway.errors import PermanentDeliveryError
 from gateway.log import get_logger
 from gateway.transport import InboundHandler, Packet, Transport, TransportContext
@@ -68,6 +69,13 @@ class AmqpTransport(Transport):
         self.bus = self.settings.bus()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
+        self.requests = SyncRequests(self.bus, self.addresses)
+        answer = self.context.answer
+        self.responder = (
+            SyncResponder(self.bus, self.addresses, answer, self._report, ttl_s=self.settings.sync_timeout_s)
+            if answer is not None
+            else None
+        )
 
     # -- life -----------------------------------------------------------------------------------------
 
@@ -78,6 +86,9 @@ class AmqpTransport(Transport):
                 self.addresses.receiver(f"{her}_async"), functools.partial(self._received, her=her, handler=handler)
             )
             self.bus.consume(self.addresses.receiver(f"{her}_error"), self._reported_safely)
+        self.requests.listen(self.her_ids)
+        if self.responder is not None:
+            self.responder.listen(self.her_ids)
         if not await self.bus.wait_connected(10.0):
             log.warning("amqp.not_connected", url=_without_password(self.bus.url))
 
@@ -101,6 +112,13 @@ class AmqpTransport(Transport):
         await self.bus.open()  # a gateway opened it at start; a tool that only sends opens it here
         await self.bus.send(self.addresses.sender(queue), message)
         log.info("amqp.sent", message_id=packet.reference, receiver=packet.to_her, queue=queue)
+
+    async def request(self, packet: Packet, *, timeout_s: float) -> Packet:
+        """A synchronous request to the receiver's ``_sync`` queue; its reply, within ``timeout_s``."""
+        await self.bus.open()
+        reply = await self.requests.request(packet, queue=f"{packet.to_her}_sync", timeout_s=timeout_s)
+        log.info("amqp.sync_replied", receiver=packet.to_her)
+        return reply
 
     # -- receiving ------------------------------------------------------------------------------------
 
@@ -169,6 +187,10 @@ class AmqpTransport(Transport):
         report = read_error(incoming.message)
         if report is None:
             log.warning("amqp.unreadable_report", queue=incoming.address)
+            incoming.accept()
+            return
+        if self.requests.refused(report):  # about a synchronous request: its caller hears it at once
+            log.info("amqp.sync_refused", code=report.condition, reporter=report.from_her)
             incoming.accept()
             return
         key = f"sent:{canonical_id(report.original_message_id)}"

@@ -1,4 +1,4 @@
-"""The aiohttp app: /v1/messages, /v1/inbox, /v1/admin, /transport/http, /healthz.
+"""The aiohttp app: /v1/messages, /v1/inbox, /v1/sync, /v1/admin, /transport/http, /healthz.
 
 Every error leaves as JSON ``{"error": {"code", "event", "message"}}`` with the KITH code where there is
 one; bad input is a 4xx, never a 500 - including a body that breaks off, arrives too slowly or is refused
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from adapters.http import receiving_route
-from gateway.api import admin, health, inbox, messages
+from gateway.api import admin, health, inbox, messages, sync
 from gateway.api.auth import Authenticator, dev_token
 from gateway.api.keys import AUTH, GATEWAY
 from gateway.api.limits import LIMITER, Limiter, limit_requests
@@ -93,6 +93,7 @@ def create_app(gateway: Gateway, *, announce: Callable[[str], None] | None = Non
     app.add_routes(messages.routes)
     app.add_routes(health.routes)
     app.add_routes(inbox.routes)
+    app.add_routes(sync.routes)
     app.add_routes(admin.routes)
 
     async def from_http(packet):  # type: ignore[no-untyped-def]

@@ -16,6 +16,8 @@ from gateway.clock import Clock
 from gateway.core import Core
 from gateway.errors import Conflict, Forbidden, MessageError
 from gateway.log import get_logger
+from gateway.model.envelope import Envelope
+from gateway.registry import Party
 from gateway.store.base import Direction, MessageRecord, MessageState, NewMessage, Store
 from gateway.validation import rules
 
@@ -43,6 +45,18 @@ class OutboundPipeline:
         self.clock = clock
         self.settings = core.settings
 
+    def sender_for(self, envelope: Envelope, client: Client) -> Party:
+        """The local party a message is from, when ``client`` may send for it; else :class:`Forbidden`."""
+        sender = self.core.register.attribute(envelope.sender.her_ids if envelope.sender else ())
+        if sender is None or not sender.local:
+            raise Forbidden(
+                f"The sender (HER-id {', '.join(envelope.sender.her_ids) if envelope.sender else '-'}) is not "
+                "one local party of this gateway; it can only send for the parties it serves."
+            )
+        if not client.may_send_for(sender.her_id):
+            raise Forbidden(f"Client {client.name} may not send for {sender.display} (HER-id {sender.her_id}).")
+        return sender
+
     async def submit(self, data: bytes, client: Client) -> tuple[MessageRecord, bool]:
         """Take a message from a local EHR; raise the error (with its KITH code) when it is refused."""
         judgement = await asyncio.to_thread(self.core.validator.judge, data, check_receiver=False)
@@ -51,14 +65,7 @@ class OutboundPipeline:
             if judgement.error is not None:
                 raise judgement.error
             assert envelope is not None
-            sender = self.core.register.attribute(envelope.sender.her_ids if envelope.sender else ())
-            if sender is None or not sender.local:
-                raise Forbidden(
-                    f"The sender (HER-id {', '.join(envelope.sender.her_ids) if envelope.sender else '-'}) is not "
-                    "one local party of this gateway; it can only send for the parties it serves."
-                )
-            if not client.may_send_for(sender.her_id):
-                raise Forbidden(f"Client {client.name} may not send for {sender.display} (HER-id {sender.her_id}).")
+            sender = self.sender_for(envelope, client)
             now = self.clock.now()
             rules.check_gen_date(envelope, now=now)
             deliveries = await self.core.router.plan(envelope, now=now, receipts=envelope.kind.family != "apprec")

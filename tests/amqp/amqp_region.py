@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,16 +80,23 @@ async def amqp_region(
     hub_her_ids: list[str] | None = None,
     stolav_her_ids: list[str] | None = None,
     retry: dict[str, Any] | None = None,
+    stolav_sync_url: str | None = None,
     **amqp: Any,
 ) -> AsyncIterator[AmqpRegion]:
     """Both gateways on a namespace in a vhost of their own on ``broker``, so tests do not see each other's queues.
     ``hub_her_ids``/``stolav_her_ids`` name the queues each side reads (all its local parties' unless given;
     ``[]`` reads none - the test plays that side on the bus itself). Retries come quickly (``retry``: the
-    settings' [retry] for both)."""
+    settings' [retry] for both). ``stolav_sync_url``: where St. Olavs' first party's EHR answers synchronous
+    requests."""
     base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
     namespace, vhost = new_bus(broker, [p.her_id for p in base])
     pki = shared_pki(tmp_path, base)
     hub_reg, st_reg = mirror_regions(base, hub_endpoint="", stolav_endpoint="", adapter="amqp", pki=pki)
+    if stolav_sync_url:
+        answering = next(p for p in st_reg if p.local)
+        st_reg = Register(
+            [replace(p, sync_url=stolav_sync_url) if p is answering else p for p in st_reg], name=st_reg.name
+        )
     security: dict[str, Any] = {
         "protection": "cms",
         "trust_anchors": (pki / "ca.crt",),
