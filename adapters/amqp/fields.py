@@ -104,10 +104,12 @@ def outgoing(
     reply_to: str | None,
     ttl_s: float | None = None,
     correlation_id: str | None = None,
+    cpa_id: str | None = None,
 ) -> Message:
     """The AMQP message for a packet: a new message-id per attempt (the packet's, never the MsgId), one
-    ``Data`` section with the raw CMS bytes, and the HITS 1216 application properties as strings; a
-    synchronous request or reply has its ``correlation_id`` (HITS 1216 §2.2.2)."""
+    ``Data`` section with the raw CMS bytes, and the HITS 1216 application properties as strings (``cpaId``
+    only when the parties have a CPA); a synchronous request or reply has its ``correlation_id`` (HITS 1216
+    §2.2.2)."""
     message = Message(
         body=packet.body,
         inferred=True,  # bytes as one Data section, not an AMQP binary value
@@ -121,6 +123,7 @@ def outgoing(
             "fromHerId": packet.from_her,
             "toHerId": packet.to_her,
             "applicationTimeStamp": iso_stamp(packet.application_timestamp),
+            **({"cpaId": printable(cpa_id)} if cpa_id else {}),
         },
     )
     if ttl_s:
@@ -182,49 +185,33 @@ def sender_of(message: Message) -> str | None:
 
 
 def read_packet(message: Message, *, queue: str) -> Packet:
-    """A received message as a packet, checking its header fields in Helsenorge.Messaging's order
-    (toHerId, fromHerId, subject, applicationTimeStamp, content type); a problem raises
-    :class:`FieldProblem` with every field that is missing or wrong."""
+    """A received message as a packet, checking its header fields as Helsenorge.Messaging's
+    ``ValidateMessageHeader`` does (toHerId, fromHerId, Label - the subject -, applicationTimeStamp,
+    ContentType, in that order, by those names) and then the message-id; a problem raises
+    :class:`FieldProblem` with ``transport:invalid-field-value`` and every field that is missing or wrong,
+    as the library reports them."""
     props = _properties(message)
-    missing: list[str] = []
-    wrong: list[str] = []
+    bad: list[str] = []
     to_her = props.get("toHerId", "").strip()
     from_her = props.get("fromHerId", "").strip()
     for name, value in (("toHerId", to_her), ("fromHerId", from_her)):
-        if not value:
-            missing.append(name)
-        elif not is_her_id(value):
-            wrong.append(name)
+        if not is_her_id(value):
+            bad.append(name)
     subject = _text(message.subject)
-    if not subject:
-        missing.append("subject")
-    elif not re.fullmatch(r"[\x20-\x7e]{1,128}", subject):
-        wrong.append("subject")
-    stamp = props.get("applicationTimeStamp", "")
-    when = read_time(stamp) if stamp else None
-    if not stamp:
-        missing.append("applicationTimeStamp")
-    elif when is None:
-        wrong.append("applicationTimeStamp")
+    if not re.fullmatch(r"[\x20-\x7e]{1,128}", subject):
+        bad.append("Label")
+    when = read_time(props.get("applicationTimeStamp", ""))
+    if when is None:
+        bad.append("applicationTimeStamp")
     content_type = content_type_of(message) or ""
-    if not content_type:
-        missing.append("content-type")
-    elif content_type not in READABLE_CONTENT_TYPES:
-        wrong.append("content-type")
+    if content_type not in READABLE_CONTENT_TYPES:
+        bad.append("ContentType")
     message_id = _text(message.id)
-    if not message_id:
-        missing.append("message-id")
-    elif not re.fullmatch(r"[\x21-\x7e]{1,128}", message_id):
-        wrong.append("message-id")
-    if missing:
+    if not re.fullmatch(r"[\x21-\x7e]{1,128}", message_id):
+        bad.append("message-id")
+    if bad:
         raise FieldProblem(
-            "transport:required-field-missing",
-            f"Required fields are missing: {', '.join(missing + wrong)}.",
-            tuple(missing + wrong),
-        )
-    if wrong:
-        raise FieldProblem(
-            "transport:invalid-field-value", f"Fields have invalid values: {', '.join(wrong)}.", tuple(wrong)
+            "transport:invalid-field-value", f"Header fields are missing or invalid: {', '.join(bad)}.", tuple(bad)
         )
     body = message.body
     if isinstance(body, memoryview):

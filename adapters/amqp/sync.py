@@ -67,7 +67,7 @@ class SyncRequests:
             queue = f"{her}_syncreply"
             self.bus.consume(self.addresses.receiver(queue), functools.partial(self._replied, queue=queue))
 
-    async def request(self, packet: Packet, *, queue: str, timeout_s: float) -> Packet:
+    async def request(self, packet: Packet, *, queue: str, timeout_s: float, cpa_id: str | None = None) -> Packet:
         """Send ``packet`` to ``queue`` and wait up to ``timeout_s`` for its reply."""
         key = canonical_id(packet.message_id)
         waiting = _Waiting(asyncio.get_running_loop().create_future(), packet.to_her, packet.from_her)
@@ -78,6 +78,7 @@ class SyncRequests:
             reply_to=f"{packet.from_her}_syncreply",
             ttl_s=timeout_s,
             correlation_id=packet.message_id,
+            cpa_id=cpa_id,
         )
         try:
             async with asyncio.timeout(timeout_s):
@@ -149,7 +150,7 @@ class SyncResponder:
                     "transport:invalid-field-value", "toHerId is not the party whose queue it came on.", ("toHerId",)
                 )
             if reply_queue is None:  # nowhere to answer (Helsenorge.Messaging PR #42)
-                raise FieldProblem("transport:invalid-field-value", "reply-to names no queue.", ("reply-to",))
+                raise FieldProblem("transport:invalid-field-value", "reply-to names no queue.", ("ReplyTo",))
         except FieldProblem as problem:
             log.warning("amqp.bad_fields", code=problem.condition, queue=queue, fields=",".join(problem.names))
             await self.report(incoming, her, problem.condition, problem.description, data=";".join(problem.names))

@@ -139,7 +139,7 @@ async def test_a_request_without_reply_to_is_reported_to_its_sender(broker: Brok
         await put(broker, region.vhost, f"/exchange/{region.namespace}/{STOLAV}_sync", request)
         report = read_error(await take(broker, region.vhost, f"{HITRA}_error"))
     assert report is not None
-    assert (report.condition, report.data) == ("transport:invalid-field-value", "reply-to")
+    assert (report.condition, report.data) == ("transport:invalid-field-value", "ReplyTo")  # the C# library's name
     assert report.original_message_id == request.id
     assert (report.from_her, report.to_her) == (STOLAV, HITRA)
 
