@@ -29,6 +29,11 @@ class AmqpSettings:
     sync_timeout_s: float = 15.0
     #: the local HER-ids whose queues this gateway reads; None: every local party's
     her_ids: tuple[str, ...] | None = None
+    #: NHN's CPPA service (docs/cppa.md); None: every party's queues are the defaults (or its endpoint)
+    cppa_url: str | None = None
+    cppa_cache_s: float = 300.0
+    cppa_outage_cache_s: float = 30.0
+    cppa_timeout_s: float = 10.0
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any]) -> AmqpSettings:
@@ -51,6 +56,10 @@ class AmqpSettings:
             ttl_s=float(ttl) if ttl else None,
             sync_timeout_s=float(opts.get("sync_timeout_s", 15.0)),
             her_ids=tuple(str(h) for h in listed) if listed is not None else None,
+            cppa_url=str(opts["cppa_url"]) if opts.get("cppa_url") else None,
+            cppa_cache_s=float(opts.get("cppa_cache_s", 300.0)),
+            cppa_outage_cache_s=float(opts.get("cppa_outage_cache_s", 30.0)),
+            cppa_timeout_s=float(opts.get("cppa_timeout_s", 10.0)),
         )
 
     def bus(self, *, credit: int | None = None, name: str = "amqp") -> Bus:

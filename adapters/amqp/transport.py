@@ -28,6 +28,7 @@ import functools
 from collections import OrderedDict
 
 from adapters.amqp.bus import Incoming
+from adapters.amqp.channels import Channels
 from adapters.amqp.fields import (
     FieldProblem,
     canonical_id,
@@ -67,6 +68,7 @@ class AmqpTransport(Transport):
         # the local HER-ids whose queues this gateway reads: every local party's unless the settings name them
         self.her_ids = self.settings.her_ids if self.settings.her_ids is not None else self.context.local_her_ids
         self.bus = self.settings.bus()
+        self.channels = Channels(self.settings)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
         self.requests = SyncRequests(self.bus, self.addresses)
@@ -96,19 +98,24 @@ class AmqpTransport(Transport):
         for task in self._held:
             task.cancel()
         await self.bus.close()
+        await self.channels.aclose()
 
     # -- sending --------------------------------------------------------------------------------------
 
     async def send(self, packet: Packet) -> None:
-        try:
-            queue = queue_name(packet.destination) if packet.destination else f"{packet.to_her}_async"
+        channel = await self.channels.of(packet.from_her, packet.to_her)
+        try:  # the region file's endpoint, where it names one, before the CPP/CPA's
+            queue = queue_name(packet.destination) if packet.destination else channel.queues.asynchronous
         except ValueError as exc:
             raise PermanentDeliveryError(
                 f"amqp: the register's endpoint for {packet.to_her} is not a queue: {exc}"
             ) from None
+        assert queue is not None  # a channel's queues are filled in (Queues.or_defaults)
         # remembered first: a report may come back before the broker's acknowledgement does
         await self.context.state.set(f"sent:{canonical_id(packet.message_id)}", f"{packet.reference} {packet.to_her}")
-        message = outgoing(packet, queue=queue, reply_to=f"{packet.from_her}_async", ttl_s=self.settings.ttl_s)
+        message = outgoing(
+            packet, queue=queue, reply_to=f"{packet.from_her}_async", ttl_s=self.settings.ttl_s, cpa_id=channel.cpa_id
+        )
         await self.bus.open()  # a gateway opened it at start; a tool that only sends opens it here
         await self.bus.send(self.addresses.sender(queue), message)
         log.info("amqp.sent", message_id=packet.reference, receiver=packet.to_her, queue=queue)
@@ -116,7 +123,9 @@ class AmqpTransport(Transport):
     async def request(self, packet: Packet, *, timeout_s: float) -> Packet:
         """A synchronous request to the receiver's ``_sync`` queue; its reply, within ``timeout_s``."""
         await self.bus.open()
-        reply = await self.requests.request(packet, queue=f"{packet.to_her}_sync", timeout_s=timeout_s)
+        channel = await self.channels.of(packet.from_her, packet.to_her)
+        queue = channel.queues.synchronous or f"{packet.to_her}_sync"
+        reply = await self.requests.request(packet, queue=queue, timeout_s=timeout_s, cpa_id=channel.cpa_id)
         log.info("amqp.sync_replied", receiver=packet.to_her)
         return reply
 

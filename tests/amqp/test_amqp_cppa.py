@@ -1,0 +1,68 @@
+"""The amqp transport with NHN's CPPA service (the test double serving Helsenorge.Messaging's CPP/CPA files
+from ../shared): a CPA between the parties gives the receiver's queue and the ``cpaId`` property; with the
+service down the message still goes, to the default queue and without ``cpaId`` (docs/cppa.md)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from adapters.amqp.fields import CMS_CONTENT_TYPE
+from adapters.amqp.transport import AmqpTransport
+from gateway.testing.cppa_server import CONTROL, cppa_app, cppa_dir, running
+from gateway.testing.rabbit import Broker
+from gateway.transport import MemoryState, Packet, TransportContext
+
+from ..conftest import require_shared
+from .amqp_region import bus_options, new_bus
+from .raw import take
+
+OURS, THEIRS = "93238", "93252"  # the parties of Helsenorge.Messaging's CPA 49391409-…
+CPA_ID = "49391409-e528-4919-b4a3-9ccdab72c8c1"
+
+
+@pytest.fixture(autouse=True)
+def _shared() -> None:
+    require_shared()
+    if not cppa_dir().is_dir():
+        pytest.skip("../shared/standards/nhn/cppa is not beside this checkout")
+
+
+def _packet() -> Packet:
+    return Packet(
+        body=b"\x30\x80 bytes as they are",
+        message_id=str(uuid.uuid4()),
+        from_her=OURS,
+        to_her=THEIRS,
+        content_type=CMS_CONTENT_TYPE,
+        subject="DIALOG_INNBYGGER_EKONTAKT",
+        reference="ref",
+    )
+
+
+async def test_a_cpa_names_the_queue_and_its_id_travels(broker: Broker) -> None:
+    namespace, vhost = new_bus(broker, [OURS, THEIRS])
+    app = cppa_app()
+    async with running(app) as url:
+        options = bus_options(broker, namespace, vhost, cppa_url=url)
+        async with AmqpTransport(TransportContext(options=options, state=MemoryState())) as transport:
+            await transport.send(_packet())
+            with_cpa = await take(broker, vhost, f"{THEIRS}_async")
+
+            app[CONTROL].fail_status = 503  # the service away: the message goes all the same
+            transport.channels.forget(OURS, THEIRS)
+            await transport.send(_packet())
+            without = await take(broker, vhost, f"{THEIRS}_async")
+    assert with_cpa.properties["cpaId"] == CPA_ID
+    assert (with_cpa.properties["fromHerId"], with_cpa.properties["toHerId"]) == (OURS, THEIRS)
+    assert "cpaId" not in without.properties  # no CPA known: HITS 1216 leaves it out
+
+
+async def test_without_a_cppa_service_no_lookup_is_made(broker: Broker) -> None:
+    namespace, vhost = new_bus(broker, [OURS, THEIRS])
+    options = bus_options(broker, namespace, vhost)
+    async with AmqpTransport(TransportContext(options=options, state=MemoryState())) as transport:
+        await transport.send(_packet())
+    message = await take(broker, vhost, f"{THEIRS}_async")
+    assert "cpaId" not in message.properties
