@@ -11,9 +11,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from proton import Message
+from structlog.testing import capture_logs
 
 from adapters.amqp.fields import CMS_CONTENT_TYPE, content_type_of, read_error
+from gateway.errors import SyncTimeout
 from gateway.security.protection import SignThenEncrypt
 from gateway.store.base import DeliveryState
 from gateway.testing.hm_peer import HelsenorgePeer
@@ -176,6 +179,34 @@ async def test_the_hm_peer_answers_a_sync_request_on_its_reply_queue(tmp_path: P
         assert judged.envelope.msg_id not in (None, re.findall(rb"<MsgId>([^<]+)</MsgId>", document)[0].decode())
         assert [m.queue for m in peer.received] == ["sync"]  # and no AppRec for a sync message
         assert [m.correlation_id for m in peer.sent] == [request.id]
+
+
+async def test_the_hubs_ehr_asks_the_hm_peer_and_gets_its_answer(tmp_path: Path, broker: Broker) -> None:
+    """The gateway as requester against the second implementation as responder (POST /v1/sync's path)."""
+    async with amqp_region(tmp_path, broker, hub_her_ids=[HITRA], stolav_her_ids=[]) as r, hm_peer(r) as peer:
+        document = _to_stolav(with_msg_id(fixture_bytes(DIALOG)))
+        reply = await r.hub.request(document, ADMIN, timeout_s=60.0)
+        assert (reply.from_her, reply.kind) == (STOLAV, "dialogmelding-1.1")
+        assert reply.request_msg_id == re.findall(rb"<MsgId>([^<]+)</MsgId>", document)[0].decode()
+        [asked] = peer.received
+        assert (asked.queue, asked.from_her, asked.xml) == ("sync", HITRA, document)
+        assert await r.hub.store.counts() == {}  # nothing queued or stored, no AppRec
+
+
+async def test_an_hm_peer_answering_too_late_times_the_request_out(tmp_path: Path, broker: Broker) -> None:
+    async with (
+        amqp_region(tmp_path, broker, hub_her_ids=[HITRA], stolav_her_ids=[]) as r,
+        hm_peer(r, late_s=2.0) as peer,
+    ):
+        with capture_logs() as logs:
+            with pytest.raises(SyncTimeout):
+                await r.hub.request(_to_stolav(with_msg_id(fixture_bytes(DIALOG))), ADMIN, timeout_s=0.5)
+
+            async def dropped() -> bool:  # the late reply reached the hub's reply queue and was dropped there
+                return any(e["event"] == "amqp.sync_reply_unmatched" for e in logs)
+
+            await r.until(dropped, what="the late reply taken and dropped")
+        assert len(peer.sent) == 1
 
 
 async def test_a_sync_request_without_a_reply_queue_is_reported(tmp_path: Path, broker: Broker) -> None:
