@@ -43,13 +43,12 @@ def manifest_entry(name: str) -> dict[str, Any]:
 
 
 def http_register() -> Register:
-    """The SiO register as tests have it: St. Olavs reached over ``http`` (a peer gateway at
-    127.0.0.1:8091) - the embedded default reaches it through a local NHN, which tests/edi2 starts."""
+    """The SiO register as tests have it: every remote party (St. Olavs, Helsenorge) reached over ``http``
+    (a peer gateway at 127.0.0.1:8091) - the embedded default reaches St. Olavs through a local NHN, which
+    tests/edi2 starts, and Helsenorge over the bus, which tests/amqp starts."""
     base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
     endpoint = "http://127.0.0.1:8091/transport/http"
-    return base.replaced(
-        [dataclasses.replace(p, adapter="http", endpoint=endpoint) for p in base.remote_parties if p.adapter == "edi2"]
-    )
+    return base.replaced([dataclasses.replace(p, adapter="http", endpoint=endpoint) for p in base.remote_parties])
 
 
 def settings_for(data_dir: Path, **sections: Any) -> Settings:

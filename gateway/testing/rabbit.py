@@ -75,13 +75,16 @@ def _free_port() -> int:
 
 
 class Broker:
-    """One RabbitMQ node under ``base``; ports are picked once, so ``restart`` keeps them (and the data)."""
+    """One RabbitMQ node under ``base``; ports are picked once (the AMQP one may be given), so ``restart``
+    keeps them (and the data)."""
 
-    def __init__(self, base: Path, *, start_timeout_s: float = 120.0, stop_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, base: Path, *, port: int | None = None, start_timeout_s: float = 120.0, stop_timeout_s: float = 30.0
+    ) -> None:
         self.base = Path(base)
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self.port = _free_port()
+        self.port = port or _free_port()  # a dev run's gateway config names its port; tests take a free one
         self.management_port = _free_port()
         self.dist_port = _free_port()
         self.nodename = f"gw{self.port}@localhost"
