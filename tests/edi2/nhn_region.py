@@ -17,8 +17,6 @@ from aiohttp.test_utils import TestServer
 from joserfc.jwk import RSAKey
 
 from gateway.clock import ManualClock
-from gateway.config import PROJECT_ROOT
-from gateway.registry import load_register
 from gateway.service import Gateway
 from gateway.testing.nhn.dpop_check import DpopAuthorizer
 from gateway.testing.nhn.helseid import HELSEID, HelseIdConfig, RegisteredClient, helseid_app
@@ -26,6 +24,7 @@ from gateway.testing.nhn.msh import Simulator, create_msh_app
 from gateway.testing.nhn.peers import PeerScript
 
 from ..region import settings_for
+from .processes import nhn_register
 
 STOLAV_PARTIES = ("7200101", "7200102", "7200201")
 CLIENT_ID = "sio-gateway"
@@ -70,10 +69,7 @@ async def nhn_region(
     key_file = tmp_path / "helseid" / "client.jwk"
     key_file.parent.mkdir(parents=True)
     key_file.write_text(json.dumps(key.as_dict(private=True)), encoding="utf-8")
-    base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
-    register = base.replaced(
-        [dataclasses.replace(p, adapter="edi2", endpoint=None) for p in base if p.her_id in STOLAV_PARTIES]
-    )
+    register = nhn_register()
     local = [p.her_id for p in register.local_parties]
     client = RegisteredClient(CLIENT_ID, key.as_dict(private=False), her_ids=her_ids or frozenset(local))
     peers_clock = ManualClock()

@@ -10,6 +10,7 @@ processes under test are the gateway a deployment runs, not a test build of it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import tomllib
@@ -24,13 +25,20 @@ from adapters.edi2.dpop import SigningKey
 from adapters.edi2.helseid import HelseIdClient
 from adapters.edi2.msh import MshClient, SentStatus
 from gateway.config import PROJECT_ROOT
-from gateway.registry import load_register
+from gateway.registry import Register, dump_register, load_register
 from gateway.testing.replay_processes import free_port, start, stop, toml_value, wait_answering
 
 CLIENT_ID = "sio-gateway"
 REGION = PROJECT_ROOT / "config" / "sio-region.toml"
 SIM_UP_S = 60.0  # bounds for a process that never comes up, not start-up times to meet
 HUB_UP_S = 120.0
+
+
+def nhn_register() -> Register:
+    """The SiO register with every remote party reached through NHN (``edi2``): St. Olavs, and Helsenorge,
+    which the embedded default reaches over the Tjenestebuss (tests/amqp has that)."""
+    base = load_register(REGION)
+    return base.replaced([dataclasses.replace(p, adapter="edi2", endpoint=None) for p in base.remote_parties])
 
 
 def local_her_ids() -> list[str]:
@@ -102,12 +110,15 @@ def write_hub_config(
     (pointing at the simulator), ``sections`` added to theirs."""
     source = PROJECT_ROOT / "config" / "gateway.toml"
     config: dict[str, Any] = tomllib.loads(source.read_text(encoding="utf-8"))
-    config["gateway"].update(data_dir=str(data_dir), region=str(REGION))
+    region = path.parent / "region.toml"
+    region.write_text(dump_register(nhn_register()), encoding="utf-8")
+    config["gateway"].update(data_dir=str(data_dir), region=str(region))
     config["api"].update(host="127.0.0.1", port=ports.api)
     bundle = config.get("schemas", {}).get("bundle")
     if bundle:
         config["schemas"]["bundle"] = str((source.parent / bundle).resolve())
     config["adapters"]["edi2"].update(base_url=ports.msh_url, helseid_url=ports.helseid_url, **edi2)
+    config["adapters"].pop("amqp", None)  # no bus here: every remote party is reached through NHN
     config["log"] = {"format": "json", "level": "info"}
     for name, values in sections.items():
         config.setdefault(name, {}).update(values)
