@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
+from adapters.bodies import read_body
 from adapters.folder_fs import atomic_write
 from gateway.errors import NoRoute, SyncUnanswerable, TransportError
 from gateway.transport import Packet, Transport, TransportContext
@@ -120,12 +121,14 @@ class EhrSync:
                     raise SyncUnanswerable(
                         f"The EHR's sync endpoint {url} answered {response.status}.", public=self._PUBLIC
                     )
-                body = await response.content.read(self.max_bytes + 1)
+                body = None
+                if (response.content_length or 0) <= self.max_bytes:
+                    body = await read_body(response.content, self.max_bytes)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise SyncUnanswerable(
                 f"The EHR's sync endpoint {url} failed: {type(exc).__name__}.", public=self._PUBLIC
             ) from exc
-        if len(body) > self.max_bytes:
+        if body is None:
             raise SyncUnanswerable(f"The EHR's answer is over {self.max_bytes} bytes.", public=self._PUBLIC)
         return body
 

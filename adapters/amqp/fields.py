@@ -184,10 +184,11 @@ def sender_of(message: Message) -> str | None:
     return value if is_her_id(value) else None
 
 
-def read_packet(message: Message, *, queue: str) -> Packet:
+def read_packet(message: Message, *, queue: str, max_body: int | None = None) -> Packet:
     """A received message as a packet, checking its header fields as Helsenorge.Messaging's
     ``ValidateMessageHeader`` does (toHerId, fromHerId, Label - the subject -, applicationTimeStamp,
-    ContentType, in that order, by those names) and then the message-id; a problem raises
+    ContentType, in that order, by those names), then the message-id and the body's size (``max_body``); a
+    problem raises
     :class:`FieldProblem` with ``transport:invalid-field-value`` and every field that is missing or wrong,
     as the library reports them."""
     props = _properties(message)
@@ -218,6 +219,8 @@ def read_packet(message: Message, *, queue: str) -> Packet:
         body = body.tobytes()
     if not isinstance(body, bytes):
         raise FieldProblem("transport:invalid-field-value", "The body must be one Data section.", ("body",))
+    if max_body is not None and len(body) > max_body:  # refused before any crypto is done on it
+        raise FieldProblem("transport:invalid-field-value", "The body is larger than this receiver takes.", ("body",))
     assert when is not None
     return Packet(
         body=body,

@@ -9,9 +9,12 @@ from typing import Any, Literal
 
 from adapters.amqp.bus import Bus
 from adapters.amqp.fields import Addresses
+from adapters.cppa.client import cppa_base_url
 from gateway.errors import ConfigError
 
 __all__ = ["AmqpSettings"]
+
+_CMS_ROOM = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,11 @@ class AmqpSettings:
     ttl_s: float | None = None
     #: a synchronous reply's time to live on the bus (Helsenorge's 15 s call timeout)
     sync_timeout_s: float = 15.0
+    #: how many peers' synchronous requests are answered at a time (Helsenorge.Messaging's ProcessingTasks)
+    sync_concurrency: int = 8
+    #: the largest body taken: the gateway's message cap (it passes ``max_bytes``) and room for the CMS
+    #: around it (the signer's certificates, the signature, the recipient info)
+    max_body: int = 10 * 1024 * 1024 + _CMS_ROOM
     #: the local HER-ids whose queues this gateway reads; None: every local party's
     her_ids: tuple[str, ...] | None = None
     #: NHN's CPPA service (docs/cppa.md); None: every party's queues are the defaults (or its endpoint)
@@ -55,8 +63,10 @@ class AmqpSettings:
             release_after_s=float(opts.get("release_after_s", 60.0)),
             ttl_s=float(ttl) if ttl else None,
             sync_timeout_s=float(opts.get("sync_timeout_s", 15.0)),
+            sync_concurrency=max(1, int(opts.get("sync_concurrency", 8))),
+            max_body=int(opts.get("max_bytes", 10 * 1024 * 1024)) + _CMS_ROOM,
             her_ids=tuple(str(h) for h in listed) if listed is not None else None,
-            cppa_url=str(opts["cppa_url"]) if opts.get("cppa_url") else None,
+            cppa_url=str(cppa_base_url(str(opts["cppa_url"]))) if opts.get("cppa_url") else None,
             cppa_cache_s=float(opts.get("cppa_cache_s", 300.0)),
             cppa_outage_cache_s=float(opts.get("cppa_outage_cache_s", 30.0)),
             cppa_timeout_s=float(opts.get("cppa_timeout_s", 10.0)),

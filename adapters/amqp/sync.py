@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from adapters.amqp.bus import Bus, Incoming
 from adapters.amqp.fields import (
+    CMS_CONTENT_TYPE,
     Addresses,
     ErrorReport,
     FieldProblem,
@@ -57,9 +58,10 @@ class _Waiting:
 class SyncRequests:
     """The requester's side: sends requests and matches replies to the callers waiting for them."""
 
-    def __init__(self, bus: Bus, addresses: Addresses) -> None:
+    def __init__(self, bus: Bus, addresses: Addresses, *, max_body: int | None = None) -> None:
         self.bus = bus
         self.addresses = addresses
+        self.max_body = max_body
         self._waiting: dict[str, _Waiting] = {}
 
     def listen(self, her_ids: tuple[str, ...]) -> None:
@@ -69,6 +71,8 @@ class SyncRequests:
 
     async def request(self, packet: Packet, *, queue: str, timeout_s: float, cpa_id: str | None = None) -> Packet:
         """Send ``packet`` to ``queue`` and wait up to ``timeout_s`` for its reply."""
+        if timeout_s <= 0:
+            raise SyncTimeout(f"No time was left to ask {packet.to_her}.")
         key = canonical_id(packet.message_id)
         waiting = _Waiting(asyncio.get_running_loop().create_future(), packet.to_her, packet.from_her)
         self._waiting[key] = waiting  # first: the reply may come before the broker's acknowledgement does
@@ -94,7 +98,8 @@ class SyncRequests:
     def refused(self, report: ErrorReport) -> bool:
         """An error report about a request someone waits for ends the wait; True when it was one."""
         waiting = self._waiting.get(canonical_id(report.original_message_id))
-        if waiting is None or waiting.receiver not in (report.from_her, report.to_her):
+        # about our request, between the two parties of it (either way round: old libraries did not swap)
+        if waiting is None or {report.from_her, report.to_her} != {waiting.receiver, waiting.requester}:
             return False
         if not waiting.reply.done():
             words = f"{report.condition}: {report.description}".rstrip(": ")
@@ -111,14 +116,16 @@ class SyncRequests:
             incoming.accept()
             return
         try:
-            packet = read_packet(incoming.message, queue=queue)
-            if packet.to_her != waiting.requester or packet.from_her != waiting.receiver:
-                raise FieldProblem(
-                    "transport:invalid-field-value", "The reply is not from the party asked to us.", ("fromHerId",)
-                )
+            packet = read_packet(incoming.message, queue=queue, max_body=self.max_body)
         except FieldProblem as problem:
             waiting.reply.set_exception(
                 SyncReplyInvalid(f"The reply from {waiting.receiver} has bad fields: {', '.join(problem.names)}.")
+            )
+            incoming.accept()
+            return
+        if packet.to_her != waiting.requester or packet.from_her != waiting.receiver:  # not the one awaited
+            log.warning(
+                "amqp.sync_reply_mismatch", code="amqp.sync_reply_mismatch", queue=queue, sender=packet.from_her
             )
         else:
             waiting.reply.set_result(packet)
@@ -126,31 +133,73 @@ class SyncRequests:
 
 
 class SyncResponder:
-    """The responder's side: reads each local party's ``_sync`` queue and answers through the gateway."""
+    """The responder's side: reads each local party's ``_sync`` queue and answers through the gateway,
+    ``concurrency`` requests at a time across the parties (Helsenorge.Messaging's
+    ``Synchronous.ProcessingTasks``): one slow EHR, or packets that do not verify and are each answered no
+    sooner than ``[security] unverified_answer_s``, must not hold up the queue while the requests behind
+    them expire. When all are busy the next request waits unsettled on the bus."""
 
-    def __init__(self, bus: Bus, addresses: Addresses, answer: SyncAnswerer, report: Reporter, *, ttl_s: float) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        addresses: Addresses,
+        answer: SyncAnswerer,
+        report: Reporter,
+        *,
+        ttl_s: float,
+        concurrency: int,
+        max_body: int | None = None,
+    ) -> None:
         self.bus = bus
         self.addresses = addresses
         self.answer = answer
         self.report = report
         self.ttl_s = ttl_s
+        self.max_body = max_body
+        self._slots = asyncio.Semaphore(concurrency)
+        self._working: set[asyncio.Task[None]] = set()
 
     def listen(self, her_ids: tuple[str, ...]) -> None:
         for her in her_ids:
             self.bus.consume(self.addresses.receiver(f"{her}_sync"), functools.partial(self._requested, her=her))
 
+    async def aclose(self) -> None:
+        for task in self._working:
+            task.cancel()
+        await asyncio.gather(*self._working, return_exceptions=True)
+
     async def _requested(self, incoming: Incoming, *, her: str) -> None:
+        await self._slots.acquire()  # back-pressure: the queue's next message waits for a free slot
+        task = asyncio.create_task(self._answered(incoming, her))
+        self._working.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._working.discard(task)
+        self._slots.release()
+
+    async def _answered(self, incoming: Incoming, her: str) -> None:
+        try:
+            await self._answer(incoming, her)
+        except asyncio.CancelledError:  # shutting down: the request goes back while it lives
+            incoming.release()
+            raise
+
+    async def _answer(self, incoming: Incoming, her: str) -> None:
         message = incoming.message
         queue = f"{her}_sync"
         reply_queue = reply_queue_of(message)
         try:
-            packet = read_packet(message, queue=queue)
+            packet = read_packet(message, queue=queue, max_body=self.max_body)
             if packet.to_her != her:
                 raise FieldProblem(
                     "transport:invalid-field-value", "toHerId is not the party whose queue it came on.", ("toHerId",)
                 )
-            if reply_queue is None:  # nowhere to answer (Helsenorge.Messaging PR #42)
-                raise FieldProblem("transport:invalid-field-value", "reply-to names no queue.", ("ReplyTo",))
+            # nowhere to answer (Helsenorge.Messaging PR #42), or a queue not the requester's own
+            if reply_queue is None or not reply_queue.startswith(f"{packet.from_her}_"):
+                raise FieldProblem(
+                    "transport:invalid-field-value", "reply-to names no queue of the requester's.", ("ReplyTo",)
+                )
         except FieldProblem as problem:
             log.warning("amqp.bad_fields", code=problem.condition, queue=queue, fields=",".join(problem.names))
             await self.report(incoming, her, problem.condition, problem.description, data=";".join(problem.names))
@@ -170,7 +219,7 @@ class SyncResponder:
             message_id=str(uuid.uuid4()),
             from_her=her,
             to_her=packet.from_her,
-            content_type=packet.content_type,
+            content_type=CMS_CONTENT_TYPE,  # the answer is signed and encrypted, whatever the request said
             subject=packet.subject,
         )
         correlation = correlation_of(message) or packet.message_id

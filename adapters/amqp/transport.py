@@ -41,7 +41,7 @@ from adapters.amqp.fields import (
 )
 from adapters.amqp.settings import AmqpSettings
 from adapters.amqp.sync import SyncRequests, SyncResponder
-from gateway.errors import PermanentDeliveryError
+from gateway.errors import PermanentDeliveryError, SyncNotSupported, SyncTimeout
 from gateway.log import get_logger
 from gateway.transport import InboundHandler, Packet, Transport, TransportContext
 
@@ -71,10 +71,18 @@ class AmqpTransport(Transport):
         self.channels = Channels(self.settings)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
-        self.requests = SyncRequests(self.bus, self.addresses)
+        self.requests = SyncRequests(self.bus, self.addresses, max_body=self.settings.max_body)
         answer = self.context.answer
         self.responder = (
-            SyncResponder(self.bus, self.addresses, answer, self._report, ttl_s=self.settings.sync_timeout_s)
+            SyncResponder(
+                self.bus,
+                self.addresses,
+                answer,
+                self._report,
+                ttl_s=self.settings.sync_timeout_s,
+                concurrency=self.settings.sync_concurrency,
+                max_body=self.settings.max_body,
+            )
             if answer is not None
             else None
         )
@@ -97,6 +105,8 @@ class AmqpTransport(Transport):
     async def aclose(self) -> None:
         for task in self._held:
             task.cancel()
+        if self.responder is not None:
+            await self.responder.aclose()
         await self.bus.close()
         await self.channels.aclose()
 
@@ -122,10 +132,19 @@ class AmqpTransport(Transport):
 
     async def request(self, packet: Packet, *, timeout_s: float) -> Packet:
         """A synchronous request to the receiver's ``_sync`` queue; its reply, within ``timeout_s``."""
-        await self.bus.open()
-        channel = await self.channels.of(packet.from_her, packet.to_her)
+        if packet.from_her not in self.her_ids:  # its replies would come to a queue this gateway does not read
+            raise SyncNotSupported(f"This gateway does not read {packet.from_her}_syncreply (amqp her_ids).")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        try:  # one deadline for the lookup of the receiver's queue and the wait for the reply
+            async with asyncio.timeout(timeout_s):
+                await self.bus.open()
+                channel = await self.channels.of(packet.from_her, packet.to_her)
+        except TimeoutError:
+            raise SyncTimeout(f"The request to {packet.to_her} could not be sent within {timeout_s:g} s.") from None
         queue = channel.queues.synchronous or f"{packet.to_her}_sync"
-        reply = await self.requests.request(packet, queue=queue, timeout_s=timeout_s, cpa_id=channel.cpa_id)
+        remaining = deadline - loop.time()
+        reply = await self.requests.request(packet, queue=queue, timeout_s=remaining, cpa_id=channel.cpa_id)
         log.info("amqp.sync_replied", receiver=packet.to_her)
         return reply
 
@@ -135,7 +154,7 @@ class AmqpTransport(Transport):
         message = incoming.message
         queue = f"{her}_async"
         try:
-            packet = read_packet(message, queue=queue)
+            packet = read_packet(message, queue=queue, max_body=self.settings.max_body)
             if packet.to_her != her:  # a message for another party on this one's queue
                 raise FieldProblem(
                     "transport:invalid-field-value", "toHerId is not the party whose queue it came on.", ("toHerId",)

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.api.keys import GATEWAY, client_of
 from gateway.errors import BadRequest
-from gateway.pipeline.sync import SYNC_TIMEOUT_S
+from gateway.pipeline.sync import SYNC_TIMEOUT_S, header_safe
 
 __all__ = ["routes"]
 
@@ -40,10 +40,12 @@ async def request(request: web.Request) -> web.Response:
     if not body:
         raise BadRequest("POST the KITH XML request as the request body.")
     reply = await request.app[GATEWAY].request(body, client, timeout_s=timeout_s)
-    headers = {
-        "X-Msg-Id": reply.msg_id,
-        "X-Kind": reply.kind,
-        "X-From-Her-Id": reply.from_her,
-        "X-Request-Msg-Id": reply.request_msg_id,
-    }
+    headers = header_safe(
+        {
+            "X-Msg-Id": reply.msg_id,
+            "X-Kind": reply.kind,
+            "X-From-Her-Id": reply.from_her,
+            "X-Request-Msg-Id": reply.request_msg_id,
+        }
+    )
     return web.Response(body=reply.content, content_type="application/xml", headers=headers)

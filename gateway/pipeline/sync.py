@@ -20,6 +20,7 @@ the requester's error queue; a request that does not verify gets the one answer,
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ from gateway.security.protection import MessageProtection
 from gateway.transport import Packet, Transport
 from gateway.validation import rules
 
-__all__ = ["SYNC_TIMEOUT_S", "SyncPipeline", "SyncReply"]
+__all__ = ["SYNC_TIMEOUT_S", "SyncPipeline", "SyncReply", "header_safe"]
 
 log = get_logger(__name__)
 
@@ -54,6 +55,15 @@ log = get_logger(__name__)
 SYNC_TIMEOUT_S = 15.0
 #: how long a local EHR has to answer (less than the requester waits, so the reply can still reach it)
 EHR_ANSWER_S = 12.0
+
+
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+def header_safe(headers: dict[str, str]) -> dict[str, str]:
+    """The headers whose values may go on an HTTP message as they are (a MsgId is any xs:string: one with a
+    line break or over 128 characters is left out rather than breaking the request or the response)."""
+    return {name: value for name, value in headers.items() if _HEADER_VALUE.fullmatch(value)}
 
 
 @dataclass(frozen=True)
@@ -91,11 +101,13 @@ class SyncPipeline:
     async def request(self, data: bytes, client: Client, *, timeout_s: float = SYNC_TIMEOUT_S) -> SyncReply:
         """Send an EHR's request and wait for the reply; raise the error (KITH code, sync.* event) when it
         is refused here, is refused or not answered by the receiver, or the reply is not acceptable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s  # the caller's time covers judging and signing as well
         packet, transport = await self._prepared(data, client)
         fields = {"sender": packet.from_her, "receiver": packet.to_her, "kind": packet.kind, "client": client.name}
         log.info("sync.requested", **fields)
         try:
-            reply = await transport.request(packet, timeout_s=timeout_s)
+            reply = await transport.request(packet, timeout_s=deadline - loop.time())
             answer = await self._opened(reply, packet, via=transport.name)
         except GatewayError as exc:
             log.warning("sync.failed", code=exc.event, **fields)
@@ -152,6 +164,10 @@ class SyncPipeline:
         try:
             content = await self._verified(reply, receiver_her=request.from_her, sender_her=request.to_her)
             envelope = await self._judged(content, sender_her=request.to_her, via=via)
+            if envelope.receiver_her != request.from_her:
+                raise MetadataMismatch(
+                    f"The reply is addressed to HER-id {envelope.receiver_her or '-'}, who did not ask."
+                )
         except (SecurityError, MessageError) as exc:
             raise SyncReplyInvalid(f"The reply from {request.to_her} is not acceptable: {exc.message}") from exc
         return SyncReply(content, envelope.kind.name, envelope.msg_id or "", request.to_her, request.msg_id)
@@ -168,7 +184,14 @@ class SyncPipeline:
             return await self._answer(packet, via)
         except GatewayError as exc:
             level = log.error if isinstance(exc, SpoofingDetected) else log.warning
-            level("sync.not_answered", code=exc.event, condition=exc.transport_condition, **fields)
+            level(
+                "sync.not_answered",
+                code=exc.event,
+                condition=exc.transport_condition,
+                cause=getattr(exc, "cause", "") or None,  # what went wrong before the signature: ours only
+                reason=exc.message,
+                **fields,
+            )
             if isinstance(exc, SecurityError) and not exc.retryable:  # one answer, in one time (docs/security.md)
                 floor = self.core.settings.security.unverified_answer_s
                 await asyncio.sleep(max(0.0, started + floor - loop.time()))
@@ -177,6 +200,7 @@ class SyncPipeline:
     async def _answer(self, packet: Packet, via: str) -> bytes:
         content = await self._verified(packet, receiver_her=packet.to_her, sender_her=packet.from_her)
         request = await self._judged(content, sender_her=packet.from_her, via=via)
+        rules.check_gen_date(request, now=self.clock.now())  # a request replayed long after: not answered again
         if request.receiver_her != packet.to_her:
             raise MetadataMismatch(
                 f"The request is addressed to HER-id {request.receiver_her or '-'}; the transport says {packet.to_her}."
@@ -184,12 +208,14 @@ class SyncPipeline:
         party = self.core.register.get(packet.to_her)
         if party is None or not party.local or not party.sync_url:
             raise SyncNotOffered(f"HER-id {packet.to_her} takes no synchronous requests.")
-        headers = {
-            "X-Msg-Id": request.msg_id or "",
-            "X-Kind": request.kind.name,
-            "X-From-Her-Id": packet.from_her,
-            "X-To-Her-Id": packet.to_her,
-        }
+        headers = header_safe(
+            {
+                "X-Msg-Id": request.msg_id or "",
+                "X-Kind": request.kind.name,
+                "X-From-Her-Id": packet.from_her,
+                "X-To-Her-Id": packet.to_her,
+            }
+        )
         answer = await self.ehr.ask(party.sync_url, content, headers, timeout_s=EHR_ANSWER_S)
         try:
             reply = await self._judged(answer, sender_her=party.her_id, via="")

@@ -93,3 +93,10 @@ def test_an_error_report_without_an_original_id_is_not_a_report() -> None:
         _message(properties={"originalMessageId": "ABC", "errorCondition": "", "receiverTimeStamp": "x"})
     )
     assert report is not None and report.condition == "transport:unknown" and report.receiver_timestamp is None
+
+
+def test_a_body_over_the_cap_is_refused_before_any_crypto() -> None:
+    read_packet(_message(), queue="7102001_async", max_body=3)  # b"cms": at the cap, taken
+    with pytest.raises(FieldProblem) as large:
+        read_packet(_message(), queue="7102001_async", max_body=2)
+    assert (large.value.condition, large.value.names) == ("transport:invalid-field-value", ("body",))

@@ -18,6 +18,7 @@ from proton import Message
 
 from adapters.amqp.fields import CMS_CONTENT_TYPE, read_error
 from gateway.errors import SyncNotSupported, SyncRefused, SyncTimeout
+from gateway.pipeline.sync import header_safe
 from gateway.testing.rabbit import Broker
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
@@ -44,9 +45,16 @@ class SyncEhr:
     status: int = 200
     go: asyncio.Event = field(default_factory=asyncio.Event)
     asked: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+    #: hold the first request until a second one has come (a bound for a stuck run, not a timing)
+    hold_first: bool = False
+    _second: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.asked.append((await request.read(), dict(request.headers)))
+        if self.hold_first and len(self.asked) == 1:
+            await asyncio.wait_for(self._second.wait(), 30.0)
+        elif self.hold_first:
+            self._second.set()
         await self.go.wait()
         return web.Response(body=self.answer, status=self.status, content_type="application/xml")
 
@@ -70,7 +78,9 @@ async def sync_ehr(answer: bytes) -> AsyncIterator[tuple[SyncEhr, str]]:
 
 
 async def test_a_request_gets_the_receivers_answer(broker: Broker, tmp_path: Path) -> None:
-    request, answer = _at_stolav(fixture_bytes(REQUEST)), _at_stolav(fixture_bytes(ANSWER))
+    request = _at_stolav(fixture_bytes(REQUEST))
+    # an answer larger than one read of the EHR's response (the body is read to its end, within the cap)
+    answer = _at_stolav(fixture_bytes(ANSWER)) + b"<!--" + b" padding " * 30_000 + b"-->\n"
     async with sync_ehr(answer) as (ehr, url), amqp_region(tmp_path, broker, stolav_sync_url=url) as region:
         reply = await region.hub.request(request, ADMIN, timeout_s=60.0)
 
@@ -160,3 +170,46 @@ async def test_a_request_that_does_not_verify_gets_the_one_answer(broker: Broker
         report = read_error(await take(broker, region.vhost, f"{HITRA}_error"))
     assert report is not None
     assert report.condition == "transport:invalid-cms-pkcs"  # the uniform answer (docs/security.md)
+
+
+async def test_a_slow_answer_does_not_hold_up_the_next_request(broker: Broker, tmp_path: Path) -> None:
+    """St. Olavs' EHR holds the first request until the second has reached it: answered one at a time, the
+    first would wait out its time; answered side by side, both come back."""
+    request, answer = _at_stolav(fixture_bytes(REQUEST)), _at_stolav(fixture_bytes(ANSWER))
+    async with sync_ehr(answer) as (ehr, url), amqp_region(tmp_path, broker, stolav_sync_url=url) as region:
+        ehr.hold_first = True
+        replies = await asyncio.gather(
+            region.hub.request(with_msg_id(request), ADMIN, timeout_s=15.0),
+            region.hub.request(with_msg_id(request), ADMIN, timeout_s=15.0),
+        )
+    assert [r.content for r in replies] == [answer, answer]
+
+
+async def test_a_reply_to_on_another_partys_queue_is_refused(broker: Broker, tmp_path: Path) -> None:
+    """Our signed answer goes only to the requester's own queues, never dropped on a third party's."""
+    async with amqp_region(tmp_path, broker, hub_her_ids=[]) as region:
+        request = Message(
+            body=b"\x30\x80 the fields are checked first",
+            inferred=True,
+            id=str(uuid.uuid4()),
+            address=f"{STOLAV}_sync",
+            subject="DIALOG_HELSEFAGLIG",
+            reply_to=f"{GP}_async",
+            content_type=CMS_CONTENT_TYPE,
+            properties={"fromHerId": HITRA, "toHerId": STOLAV, "applicationTimeStamp": "2026-11-27T10:00:00Z"},
+        )
+        await put(broker, region.vhost, f"/exchange/{region.namespace}/{STOLAV}_sync", request)
+        report = read_error(await take(broker, region.vhost, f"{HITRA}_error"))
+    assert report is not None and (report.condition, report.data) == ("transport:invalid-field-value", "ReplyTo")
+
+
+async def test_a_party_whose_reply_queue_this_gateway_does_not_read_cannot_ask(broker: Broker, tmp_path: Path) -> None:
+    async with amqp_region(tmp_path, broker, hub_her_ids=[GP]) as region:  # Hitra's queues are read elsewhere
+        with pytest.raises(SyncNotSupported):
+            await region.hub.request(_at_stolav(fixture_bytes(REQUEST)), ADMIN, timeout_s=5.0)
+
+
+def test_header_values_that_cannot_go_on_http_are_left_out() -> None:
+    assert header_safe({"X-Msg-Id": "a\nb", "X-Kind": "dialogmelding-1.1", "X-Long": "x" * 129}) == {
+        "X-Kind": "dialogmelding-1.1"
+    }
