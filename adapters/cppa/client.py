@@ -46,6 +46,7 @@ __all__ = [
     "CppaClient",
     "CppaUnavailable",
     "TokenSource",
+    "cppa_base_url",
 ]
 
 NHN_TEST_URL: Final = "https://cppa.test.grunndata.nhn.no/"
@@ -71,6 +72,20 @@ class CppaAccessRefused(CppaUnavailable):
     event = "cppa.refused"
 
 
+def cppa_base_url(base_url: str) -> URL:
+    """The service's base URL, checked (an http(s) URL without credentials, query or fragment) and ending
+    in ``/`` - the paths are relative to it, as NHN documents it (``https://cppa.grunndata.nhn.no/v2/``).
+    A wrong one is a :class:`ConfigError` (the settings check it at start)."""
+    base = URL(base_url)
+    if base.scheme not in ("http", "https") or not base.host:
+        raise ConfigError(f"The CPPA URL must be an http(s) URL, e.g. {NHN_TEST_URL}.")
+    if base.user is not None or base.password is not None:
+        raise ConfigError("The CPPA URL carries credentials; the service takes a bearer token instead.")
+    if base.query_string or base.fragment:
+        raise ConfigError("The CPPA URL cannot carry a query or a fragment.")
+    return base if base.path.endswith("/") else base.with_path(base.path + "/")
+
+
 class CppaClient:
     """``Profiles`` and ``Agreements/HerIds`` of one CPPA service; the caller owns ``session``."""
 
@@ -83,15 +98,7 @@ class CppaClient:
         timeout_s: float = 10.0,
         max_bytes: int = MAX_DOCUMENT_BYTES,
     ) -> None:
-        base = URL(base_url)
-        if base.scheme not in ("http", "https") or not base.host:
-            raise ConfigError(f"The CPPA URL must be an http(s) URL, e.g. {NHN_TEST_URL}.")
-        if base.user is not None or base.password is not None:
-            raise ConfigError("The CPPA URL carries credentials; the service takes a bearer token instead.")
-        if base.query_string or base.fragment:
-            raise ConfigError("The CPPA URL cannot carry a query or a fragment.")
-        # the paths are relative to the base, as NHN documents it ("https://cppa.grunndata.nhn.no/v2/")
-        self._base = base if base.path.endswith("/") else base.with_path(base.path + "/")
+        self._base = cppa_base_url(base_url)
         self._session = session
         self._token = token
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)

@@ -24,6 +24,7 @@ says which it is, else the channel id (``AMQPAsync_...``, ``AMQPSync_...``), els
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -58,6 +59,8 @@ _DSIG: Final = "http://www.w3.org/2000/09/xmldsig#"
 _XSI_NIL: Final = "{http://www.w3.org/2001/XMLSchema-instance}nil"
 #: the largest document read; NHN's CPAs are a few hundred KiB
 MAX_DOCUMENT_BYTES: Final = 4 * 1024 * 1024
+#: a CPA id as it may go out in an AMQP application property
+_CPA_ID = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 
 Purpose = Literal["signing", "encryption"]
 QueueKind = Literal["async", "sync", "error"]
@@ -189,8 +192,8 @@ def parse_agreement(data: bytes, *, max_bytes: int = MAX_DOCUMENT_BYTES) -> Agre
     """A CPA from the service's bytes, or :class:`CppaDocumentError` saying what is wrong with it."""
     root = _root(data, "CollaborationProtocolAgreement", "CPA", max_bytes)
     cpa_id = _attr(root, "cpaid")
-    if not cpa_id or len(cpa_id) > 100:
-        raise CppaDocumentError("The CPA has no cpaid (or one over 100 characters).")
+    if not cpa_id or not _CPA_ID.fullmatch(cpa_id):  # it travels as the AMQP property cpaId: nothing odd in it
+        raise CppaDocumentError("The CPA has no cpaid, or one that is not 1 to 100 of A-Z a-z 0-9 _ . : -.")
     infos = root.findall(_q("PartyInfo"))
     if len(infos) != 2:
         raise CppaDocumentError(f"A CPA has two PartyInfo elements; this one has {len(infos)}.")
@@ -253,7 +256,7 @@ def _certificate(element: etree._Element, source: str) -> DocumentCertificate:
         der = base64.b64decode("".join(encoded.split()), validate=True)
         cert = x509.load_der_x509_certificate(der)
         purposes = _purposes(cert, cert_id)
-    except ValueError as exc:  # binascii.Error and cryptography's refusals are ValueErrors
+    except Exception as exc:  # binascii.Error, cryptography's refusals (ValueError, DuplicateExtension, ...)
         raise CppaDocumentError(
             f"Certificate {cert_id[:60]!r} of {source} is not a DER X.509 certificate: {str(exc)[:200]}"
         ) from exc

@@ -114,7 +114,7 @@ class ChannelResolver:
         key = (my_her_id, other_her_id)
         cached = self._cache.get(key)
         now = self._clock.now()
-        if cached is not None and now < cached.expires and cached.channel.certificates_valid(now):
+        if cached is not None and now < cached.expires:
             return cached.channel
         pending = self._pending.get(key)
         if pending is None:
@@ -136,12 +136,17 @@ class ChannelResolver:
 
     async def _refresh(self, my_her_id: str, other_her_id: str) -> Channel:
         channel, outage = await self._lookup(my_her_id, other_her_id)
-        lifetime = self._outage_cache_s if outage else self._cache_s
+        now = self._clock.now()
+        # kept while its certificates are valid; one found around an outage, or with a certificate out of its
+        # validity (looked up again soon, not for every message), for the short time
+        lifetime = self._outage_cache_s if outage or not channel.certificates_valid(now) else self._cache_s
+        expiry = min((ref.not_after.timestamp() for ref in (channel.signing, channel.encryption) if ref), default=None)
+        expires = now + lifetime if expiry is None or expiry <= now else min(now + lifetime, expiry)
         key = (my_her_id, other_her_id)
         self._cache.pop(key, None)
         while len(self._cache) >= self._max_entries:  # bounded; the oldest entry goes
             del self._cache[next(iter(self._cache))]
-        self._cache[key] = _Cached(channel, self._clock.now() + lifetime)
+        self._cache[key] = _Cached(channel, expires)
         return channel
 
     async def _lookup(self, my_her_id: str, other_her_id: str) -> tuple[Channel, bool]:
@@ -153,13 +158,13 @@ class ChannelResolver:
             party = agreement.counterparty(my_her_id) if agreement is not None else None
             if agreement is not None and party is not None:
                 log.info("cppa.agreement", cpa_id=agreement.cpa_id, **ids, **_having(party.signing, party.encryption))
-                return _from_party(my_her_id, party, "cpa", agreement.cpa_id), failed
+                return _from_party(my_her_id, other_her_id, party, "cpa", agreement.cpa_id), failed
             profile, profile_failed = await self._step("profile", self._cppa.profile(other_her_id), ids)
             failed = failed or profile_failed
             if profile is not None:
                 party = profile.party
                 log.info("cppa.profile", **ids, **_having(party.signing, party.encryption))
-                return _from_party(my_her_id, party, "cpp", None), failed
+                return _from_party(my_her_id, other_her_id, party, "cpp", None), failed
         certificates = await self._register(other_her_id)
         signing = certificates.signing if certificates is not None else None
         encryption = certificates.encryption if certificates is not None else None
@@ -186,14 +191,18 @@ class ChannelResolver:
         except CppaDocumentError as exc:
             log.error("cppa.document_invalid", step=step, code=exc.event, error=exc.message, **ids)
             return None, False
+        except Exception:  # a document no rule foresaw: passed over like an invalid one, never a stuck party
+            log.exception("cppa.document_invalid", step=step, code="cppa.document_invalid", **ids)
+            return None, False
 
 
-def _from_party(my_her_id: str, party: Party, source: Source, cpa_id: str | None) -> Channel:
+def _from_party(my_her_id: str, her_id: str, party: Party, source: Source, cpa_id: str | None) -> Channel:
+    """The channel to ``her_id`` - as asked, not as the document spells it (``093238`` is ``93238``)."""
     return Channel(
         my_her_id=my_her_id,
-        her_id=party.her_id,
+        her_id=her_id,
         cpa_id=cpa_id,
-        queues=party.queues.or_defaults(party.her_id),
+        queues=party.queues.or_defaults(her_id),
         signing=party.signing,
         encryption=party.encryption,
         source=source,

@@ -9,7 +9,9 @@ import uuid
 import pytest
 
 from adapters.amqp.fields import CMS_CONTENT_TYPE
+from adapters.amqp.settings import AmqpSettings
 from adapters.amqp.transport import AmqpTransport
+from gateway.errors import ConfigError
 from gateway.testing.cppa_server import CONTROL, cppa_app, cppa_dir, running
 from gateway.testing.rabbit import Broker
 from gateway.transport import MemoryState, Packet, TransportContext
@@ -66,3 +68,9 @@ async def test_without_a_cppa_service_no_lookup_is_made(broker: Broker) -> None:
         await transport.send(_packet())
     message = await take(broker, vhost, f"{THEIRS}_async")
     assert "cpaId" not in message.properties
+
+
+def test_a_wrong_cppa_url_stops_the_start_not_each_send() -> None:
+    for wrong in ("cppa.test.grunndata.nhn.no", "https://user:pw@cppa.test/", "https://cppa.test/?x=1"):
+        with pytest.raises(ConfigError):
+            AmqpSettings.from_options({"url": "amqp://127.0.0.1:5672", "cppa_url": wrong})

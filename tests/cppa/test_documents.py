@@ -210,6 +210,9 @@ class TestHostile:
         one = re.sub(rb"<tns:PartyInfo .*?</tns:PartyInfo>", b"", cpa, count=1, flags=re.S)
         assert "two PartyInfo" in self.refused(one, agreement=True).message
         self.refused(re.sub(rb'tns:cpaid="[^"]+"', b"", cpa), agreement=True)
+        for odd in (b"49391409 e528", b"49391409&#10;e528", b"x" * 101, "cpa-æøå".encode()):
+            # the id travels as the AMQP property cpaId: nothing but a plain identifier is taken
+            self.refused(re.sub(rb'tns:cpaid="[^"]+"', b'tns:cpaid="' + odd + b'"', cpa), agreement=True)
         same = cpa.replace(b">93252</tns:PartyId>", b">93238</tns:PartyId>")
         self.refused(same, agreement=True)
 

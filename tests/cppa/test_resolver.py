@@ -224,7 +224,8 @@ class TestCache:
     async def test_expired_certificates_force_a_lookup(
         self, session: aiohttp.ClientSession, clock: ManualClock
     ) -> None:
-        """93252's certificates in the CPA are valid until 2017-08-14: a cached channel is not used after."""
+        """93252's certificates in the CPA are valid until 2017-08-14: a cached channel is not used after, and
+        one whose certificates are out of their validity is kept for ``outage_cache_s``, not ``cache_s``."""
         clock.set(datetime(2017, 8, 13, tzinfo=UTC))
         async with world(session, clock, Register(), cache_s=10 * 365 * 86400) as (resolver, requests):
             channel = await resolver.resolve("93238", "93252")
@@ -236,7 +237,11 @@ class TestCache:
             assert not channel.certificates_valid(clock.now())
             await resolver.resolve("93238", "93252")
             await resolver.resolve("93238", "93252")
-            assert len(requests) == 3  # what the service gives is still expired: asked every time
+            # what the service gives is still expired: asked again, then kept only for the short time
+            assert len(requests) == 2
+            clock.advance(31)  # past outage_cache_s
+            await resolver.resolve("93238", "93252")
+            assert len(requests) == 3
 
     async def test_forget(self, session: aiohttp.ClientSession, clock: ManualClock) -> None:
         async with world(session, clock, Register()) as (resolver, requests):
