@@ -204,6 +204,78 @@ async def test_a_receivers_error_report_fails_the_delivery_with_its_condition(tm
         assert "transport:expired-certificate" in (delivery.last_error or "")
 
 
+#: HITS 1216 §2.2.3/§2.2.6's error conditions and those Helsenorge.Messaging adds (the spec's "cerificate"
+#: spelling is its typo; the library writes "certificate")
+_CONDITIONS = (
+    "transport:invalid-cms-pkcs",
+    "transport:invalid-certificate",
+    "transport:expired-certificate",
+    "transport:revoked-certificate",
+    "transport:decryption-failed",
+    "transport:invalid-signature",
+    "transport:required-field-missing",
+    "transport:invalid-field-value",
+    "transport:invalid-encoding",
+    "transport:not-well-formed-xml",
+    "transport:xml-not-interpretable",
+    "transport:unsupported-message",
+    "transport:missing-certificate",
+    "transport:unverified-certificate",
+    "transport:internal-error",
+    "transport:revoked-certificate-offline",
+)
+
+
+async def test_every_condition_a_receiver_reports_is_taken_for_its_delivery(tmp_path: Path, broker: Broker) -> None:
+    """One delivery per condition of the table, each reported on the hub's error queue as Helsenorge.Messaging
+    writes it: each ends dead with its condition in its error - the two temporary ones by the route's
+    ``abandoned`` policy (default: dead, as ``delivery.abandoned``), the rest refused for good."""
+    async with amqp_region(tmp_path, broker, hub_her_ids=[SKAUN], stolav_her_ids=[]) as r:
+        records = {}
+        for condition in _CONDITIONS:  # one at a time: each report names the message it is about
+            records[condition], _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
+            await r.hub.worker.drain()
+            original = await take(broker, r.vhost, f"{STOLAV}_async")
+            await put(broker, r.vhost, f"/exchange/{r.namespace}/{SKAUN}_error", _report(original, condition))
+
+        async def all_dead() -> bool:
+            for record in records.values():
+                view = await r.hub.store.get(record.id)
+                if view is None or not any(
+                    d.state == DeliveryState.DEAD for d in view.deliveries if d.receiver_her == STOLAV
+                ):
+                    return False
+            return True
+
+        await r.until(all_dead, what="every reported delivery dead")
+        for condition, record in records.items():
+            view = await r.hub.store.get(record.id)
+            assert view is not None
+            [delivery] = [d for d in view.deliveries if d.receiver_her == STOLAV]
+            assert condition in (delivery.last_error or ""), (condition, delivery.last_error)
+            temporary = condition in ("transport:internal-error", "transport:revoked-certificate-offline")
+            assert (delivery.last_error_code == "delivery.abandoned") == temporary, (condition, delivery)
+
+
+def _report(original: Message, condition: str) -> Message:
+    return Message(
+        body=b"",
+        inferred=True,
+        id=uuid.uuid4().hex,
+        subject=original.subject,
+        durable=True,
+        properties={
+            "fromHerId": STOLAV,
+            "toHerId": SKAUN,
+            "applicationTimeStamp": "2026-11-27T10:00:00Z",
+            "originalMessageId": uuid.UUID(str(original.id)).hex,
+            "receiverTimeStamp": "11/27/2026 10:00:01",
+            "errorCondition": condition,
+            "errorDescription": "Kan ikke ta imot meldingen",
+        },
+    )
+
+
 def _peer_message(body: bytes, *, from_her: str, to_her: str) -> Message:
     """A message as Helsenorge.Messaging puts it on the bus."""
     return Message(
