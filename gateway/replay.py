@@ -5,7 +5,8 @@ Two ways to run the region, both with real ``gateway`` processes:
 
 * ``via="nhn"`` (the default: how the region runs now) - this hub, whose St. Olavs parties are EDI parties
   reached through NHN's Meldingstjener (``edi2``), beside a local NHN (``gateway sim nhn``) whose scripted
-  EDI peers play St. Olavs (gateway/testing/replay_nhn.py);
+  EDI peers play St. Olavs (gateway/testing/replay_nhn.py), and - when RabbitMQ is installed - a local
+  Tjenestebuss (``gateway sim helsenorge``) on which a Helsenorge.Messaging-like peer plays Helsenorge;
 * ``via="http"`` - this hub and a simulated St. Olavs *gateway*, each the other's remote party over the
   ``http`` adapter with CMS: the gateway-to-gateway transport, for peers that run this gateway
   (gateway/testing/replay_http.py).

@@ -26,7 +26,7 @@ def test_replay_passes_every_fixture(tmp_path: Path) -> None:
     out = result.stdout
     assert re.search(r"^(\d+)/\1 fixtures reached their expected end state", out, re.M)
     assert "AppRec round trip: median" in out
-    assert out.count("acknowledged (AppRec 1)") >= 14  # 11 valid fixtures, three of them with a copy receiver
+    assert out.count("acknowledged (AppRec 1)") >= 15  # 12 valid fixtures, three of them with a copy receiver
     assert "rejected E36 (AppRec 2 sent)" in out and "refused at transport: transport:not-well-formed-xml" in out
     # it really was two processes talking over http with CMS
     hub_log = (tmp_path / "sio-hub" / "gateway.log").read_text()

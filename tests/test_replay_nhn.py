@@ -1,6 +1,7 @@
 """`gateway replay` (``--via nhn``, the default): the fixtures through the region as it runs now - the hub,
 whose St. Olavs parties are reached through NHN's Meldingstjener, beside a local NHN (`gateway sim nhn`)
-whose scripted EDI peers play St. Olavs. Outcomes only, never timings: it must pass on a busy machine."""
+whose scripted EDI peers play St. Olavs, and - RabbitMQ installed - a local Tjenestebuss whose peer plays
+Helsenorge. Outcomes only, never timings: it must pass on a busy machine."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from gateway.config import PROJECT_ROOT
 from gateway.registry import load_register
+from gateway.testing.rabbit import find_server
 from gateway.testing.replay_nhn_side import as_sent_by
 
 from .conftest import FIXTURES
@@ -35,7 +37,7 @@ def test_replay_through_the_local_nhn_passes_every_fixture(tmp_path: Path) -> No
     out = result.stdout
     assert re.search(r"^(\d+)/\1 fixtures reached their expected end state", out, re.M)
     assert "AppRec round trip: median" in out
-    assert out.count("acknowledged (AppRec 1)") == 14  # 11 valid fixtures, three of them with a copy receiver
+    assert out.count("acknowledged (AppRec 1)") == 15  # 12 valid fixtures, three of them with a copy receiver
     for answer in (
         "rejected E10 (AppRec 2 sent)",
         "rejected E36 (AppRec 2 sent)",
@@ -53,6 +55,12 @@ def test_replay_through_the_local_nhn_passes_every_fixture(tmp_path: Path) -> No
     assert "[adapters.edi2]" in (tmp_path / "sio-hub" / "gateway.toml").read_text()
     assert (tmp_path / "sio-hub" / "helseid" / "client.key").is_file()
     assert "[[peer]]" in (tmp_path / "nhn" / "sim.toml").read_text()
+    # and Helsenorge over the local Tjenestebuss (./dev test installs RabbitMQ): the HM peer took the hub's
+    # message and answered with its AppRec, which acknowledged the delivery above
+    if find_server() is not None:
+        bus_log = (tmp_path / "sio-hub" / "helsenorge.log").read_text()
+        assert '"event": "hm_peer.received"' in bus_log and '"sender": "7100201"' in bus_log
+        assert '"event": "amqp.sent"' in hub_log and '"receiver": "7400001"' in hub_log
 
 
 def test_a_pushed_fixture_names_the_peer_as_its_sender() -> None:

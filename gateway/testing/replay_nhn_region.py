@@ -1,10 +1,14 @@
 """The SiO region as it runs now: this hub, whose St. Olavs parties are EDI parties reached through NHN's
 Meldingstjener (the ``edi2`` adapter), beside a local NHN - ``gateway sim nhn`` with the fake HelseID - whose
-scripted EDI peers play St. Olavs. Two processes on free loopback ports, as ``./dev run`` starts them.
+scripted EDI peers play St. Olavs - and, when RabbitMQ is installed, a local Tjenestebuss (``gateway sim
+helsenorge``, its broker on a free port) whose Helsenorge.Messaging-like peer plays the region's Helsenorge
+party, reached by the hub over ``amqp``; without RabbitMQ that party is one more EDI peer of NHN's. Two or
+three processes on free loopback ports, as ``./dev run`` starts them.
 
 Layout under the work dir::
 
     sio-hub/  gateway.toml  region.toml  gateway.log  gateway.sqlite  pki/  helseid/client.key
+              helsenorge.log  rabbitmq/   (the local bus, when RabbitMQ is installed)
     nhn/      sim.toml  nhn.log  replay-client.key
 
 The hub's data dir gets the dev PKI first (what ``gateway pki init`` makes, the HelseID client key with
@@ -20,6 +24,7 @@ HER-id outside the register could not be refused at submit, and the E21 fixture 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
 import subprocess
@@ -33,6 +38,7 @@ from gateway.config import Settings, load_settings
 from gateway.registry import Party, Register, dump_register
 from gateway.security.devpki import DEV_HELSEID_KEY, init_dev_pki, write_private_key
 from gateway.testing import replay_processes as processes
+from gateway.testing.rabbit import find_server
 
 __all__ = ["HUB_CLIENT", "OBSERVER_CLIENT", "NhnRegion", "launch_nhn_region", "stop_nhn_region", "wait_until_up"]
 
@@ -53,11 +59,13 @@ class NhnRegion:
     observer_key: Path
     hub: subprocess.Popen[bytes] | None = None
     nhn: subprocess.Popen[bytes] | None = None
+    #: ``gateway sim helsenorge``: the local Tjenestebuss with Helsenorge's peer, when RabbitMQ is installed
+    bus: subprocess.Popen[bytes] | None = None
 
     @property
     def peers(self) -> list[Party]:
-        """The parties NHN's scripted EDI peers play: every remote party of the register."""
-        return self.register.remote_parties
+        """The parties NHN's scripted EDI peers play: every remote party of the register reached through NHN."""
+        return [p for p in self.register.remote_parties if p.adapter == "edi2"]
 
     @property
     def local_her_ids(self) -> list[str]:
@@ -65,7 +73,7 @@ class NhnRegion:
 
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in (self.nhn, self.hub) if p is not None]
+        return [p for p in (self.bus, self.nhn, self.hub) if p is not None]
 
 
 def launch_nhn_region(settings: Settings, register: Register, work_dir: Path, *, protection: str = "cms") -> NhnRegion:
@@ -76,8 +84,13 @@ def launch_nhn_region(settings: Settings, register: Register, work_dir: Path, *,
     nhn_dir.mkdir(exist_ok=True)
     hub_port, msh_port, helseid_port = processes.free_port(), processes.free_port(), processes.free_port()
     pki = hub_dir / "pki"
+    bus = find_server() is not None  # Helsenorge's parties over a local Tjenestebuss; else through NHN as well
     hub_register = register.replaced(
-        [dataclasses.replace(p, adapter="edi2", endpoint=None) for p in register.remote_parties]
+        [
+            dataclasses.replace(p, adapter="edi2", endpoint=None)
+            for p in register.remote_parties
+            if not (bus and p.adapter == "amqp")
+        ]
     )
     region = NhnRegion(
         work_dir,
@@ -98,13 +111,17 @@ def launch_nhn_region(settings: Settings, register: Register, work_dir: Path, *,
         "poll_interval_s": 0.5,  # the pause before the stream is opened again
     }
     (hub_dir / "region.toml").write_text(dump_register(hub_register), encoding="utf-8")
-    config = processes.gateway_config(
-        "sio-hub", hub_port, region.token, settings, pki, protection, {"adapters.edi2": edi2}
-    )
+    adapters: dict[str, dict[str, Any]] = {"adapters.edi2": edi2}
+    if bus:
+        amqp_url = f"amqp://guest:guest@127.0.0.1:{processes.free_port()}"
+        adapters["adapters.amqp"] = {"url": amqp_url, "namespace": "NHNTestServiceBus", "release_after_s": 1.0}
+    config = processes.gateway_config("sio-hub", hub_port, region.token, settings, pki, protection, adapters)
     (hub_dir / "gateway.toml").write_text(config, encoding="utf-8")
     init_dev_pki(load_settings(hub_dir / "gateway.toml"), hub_register)  # = gateway pki init --config <it>
     write_private_key(region.observer_key, rsa.generate_private_key(public_exponent=65537, key_size=2048))
     (nhn_dir / "sim.toml").write_text(_sim_config(region, msh_port, helseid_port, hub_dir), encoding="utf-8")
+    if bus:  # first: RabbitMQ takes the longest to come up
+        region.bus = processes.start(["sim", "helsenorge", "--config", str(hub_dir / "gateway.toml")], _bus_log(region))
     region.nhn = processes.start(["sim", "nhn", "--config", str(nhn_dir / "sim.toml")], nhn_dir / "nhn.log")
     region.hub = processes.start(["serve", "--config", str(hub_dir / "gateway.toml")], hub_dir / "gateway.log")
     return region
@@ -136,14 +153,27 @@ def _sim_config(region: NhnRegion, msh_port: int, helseid_port: int, hub_dir: Pa
     return "\n".join(lines) + "\n"
 
 
-async def wait_until_up(region: NhnRegion) -> None:
-    """The fake HelseID (started after the MSH API, in the same process) and the hub's API answer."""
+async def wait_until_up(region: NhnRegion, timeout_s: float = 180) -> None:
+    """The fake HelseID (started after the MSH API, in the same process) and the hub's API answer, and the
+    local bus has Helsenorge's peer on it (a bound for a stuck start, not a timing to meet)."""
     urls = [f"{region.helseid_url}/.well-known/openid-configuration", f"{region.hub_url}/healthz"]
     await processes.wait_answering(urls, region.processes, region.work_dir)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while region.bus is not None and _BUS_UP not in _bus_log(region).read_bytes():
+        if region.bus.poll() is not None or asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"the local Tjenestebuss did not come up; see {_bus_log(region)}")
+        await asyncio.sleep(0.2)
 
 
 def stop_nhn_region(region: NhnRegion, timeout_s: float = 30) -> list[int]:
-    """Stop the hub first (it may still be answering NHN), then NHN; their exit codes."""
+    """Stop the hub first (it may still be answering NHN or the bus), then NHN and the bus; their exit codes."""
     return processes.stop([p for p in (region.hub,) if p], timeout_s) + processes.stop(
-        [p for p in (region.nhn,) if p], timeout_s
+        [p for p in (region.nhn, region.bus) if p], timeout_s
     )
+
+
+_BUS_UP = b"on the bus"  # what `gateway sim helsenorge` says once its peers are connected
+
+
+def _bus_log(region: NhnRegion) -> Path:
+    return region.work_dir / "sio-hub" / "helsenorge.log"
