@@ -184,11 +184,11 @@ def sender_of(message: Message) -> str | None:
     return value if is_her_id(value) else None
 
 
-def read_packet(message: Message, *, queue: str, max_body: int | None = None) -> Packet:
+def read_packet(message: Message, *, queue: str, owner: str | None = None, max_body: int | None = None) -> Packet:
     """A received message as a packet, checking its header fields as Helsenorge.Messaging's
     ``ValidateMessageHeader`` does (toHerId, fromHerId, Label - the subject -, applicationTimeStamp,
-    ContentType, in that order, by those names), then the message-id and the body's size (``max_body``); a
-    problem raises
+    ContentType, in that order, by those names), then the message-id, the body's size (``max_body``) and
+    that ``toHerId`` is the ``owner`` of the queue it came on (a message for another party); a problem raises
     :class:`FieldProblem` with ``transport:invalid-field-value`` and every field that is missing or wrong,
     as the library reports them."""
     props = _properties(message)
@@ -221,6 +221,10 @@ def read_packet(message: Message, *, queue: str, max_body: int | None = None) ->
         raise FieldProblem("transport:invalid-field-value", "The body must be one Data section.", ("body",))
     if max_body is not None and len(body) > max_body:  # refused before any crypto is done on it
         raise FieldProblem("transport:invalid-field-value", "The body is larger than this receiver takes.", ("body",))
+    if owner is not None and to_her != owner:
+        raise FieldProblem(
+            "transport:invalid-field-value", "toHerId is not the party whose queue it came on.", ("toHerId",)
+        )
     assert when is not None
     return Packet(
         body=body,

@@ -190,11 +190,7 @@ class SyncResponder:
         queue = f"{her}_sync"
         reply_queue = reply_queue_of(message)
         try:
-            packet = read_packet(message, queue=queue, max_body=self.max_body)
-            if packet.to_her != her:
-                raise FieldProblem(
-                    "transport:invalid-field-value", "toHerId is not the party whose queue it came on.", ("toHerId",)
-                )
+            packet = read_packet(message, queue=queue, owner=her, max_body=self.max_body)
             # nowhere to answer (Helsenorge.Messaging PR #42), or a queue not the requester's own
             if reply_queue is None or not reply_queue.startswith(f"{packet.from_her}_"):
                 raise FieldProblem(

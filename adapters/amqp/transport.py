@@ -154,11 +154,7 @@ class AmqpTransport(Transport):
         message = incoming.message
         queue = f"{her}_async"
         try:
-            packet = read_packet(message, queue=queue, max_body=self.settings.max_body)
-            if packet.to_her != her:  # a message for another party on this one's queue
-                raise FieldProblem(
-                    "transport:invalid-field-value", "toHerId is not the party whose queue it came on.", ("toHerId",)
-                )
+            packet = read_packet(message, queue=queue, owner=her, max_body=self.settings.max_body)
         except FieldProblem as problem:
             log.warning("amqp.bad_fields", code=problem.condition, queue=queue, fields=",".join(problem.names))
             await self._report(incoming, her, problem.condition, problem.description, data=";".join(problem.names))

@@ -172,22 +172,11 @@ async def test_a_receivers_error_report_fails_the_delivery_with_its_condition(tm
         record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
         await r.hub.worker.drain()
         original = await take(broker, r.vhost, f"{STOLAV}_async")
-        report = Message(
-            body=b"",
-            inferred=True,
-            id=uuid.uuid4().hex,
-            subject=original.subject,
-            durable=True,
-            properties={
-                "fromHerId": SKAUN,  # an old library: not swapped
-                "toHerId": STOLAV,
-                "applicationTimeStamp": "2026-11-27T10:00:00Z",
-                "originalMessageId": uuid.UUID(str(original.id)).hex,
-                "receiverTimeStamp": "11/27/2026 10:00:01",
-                "errorCondition": "transport:expired-certificate",
-                "errorDescription": "Sertifikatet er utløpt",
-                "errorConditionData": '{"thumbprint":{"expected":"AB","actual":"CD"}}',
-            },
+        report = _report(
+            original,
+            "transport:expired-certificate",
+            reporter=SKAUN,  # an old library: from/to not swapped
+            errorConditionData='{"thumbprint":{"expected":"AB","actual":"CD"}}',
         )
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{SKAUN}_error", report)
 
@@ -257,7 +246,9 @@ async def test_every_condition_a_receiver_reports_is_taken_for_its_delivery(tmp_
             assert (delivery.last_error_code == "delivery.abandoned") == temporary, (condition, delivery)
 
 
-def _report(original: Message, condition: str) -> Message:
+def _report(original: Message, condition: str, *, reporter: str = STOLAV, **more: str) -> Message:
+    """A receiver's error report about ``original`` as Helsenorge.Messaging writes it: a hyphen-less
+    message-id, a non-ISO receiverTimeStamp, no content type; ``reporter`` as its fromHerId."""
     return Message(
         body=b"",
         inferred=True,
@@ -265,13 +256,14 @@ def _report(original: Message, condition: str) -> Message:
         subject=original.subject,
         durable=True,
         properties={
-            "fromHerId": STOLAV,
-            "toHerId": SKAUN,
+            "fromHerId": reporter,
+            "toHerId": SKAUN if reporter == STOLAV else STOLAV,
             "applicationTimeStamp": "2026-11-27T10:00:00Z",
             "originalMessageId": uuid.UUID(str(original.id)).hex,
             "receiverTimeStamp": "11/27/2026 10:00:01",
             "errorCondition": condition,
             "errorDescription": "Kan ikke ta imot meldingen",
+            **more,
         },
     )
 

@@ -77,6 +77,23 @@ async def sync_ehr(answer: bytes) -> AsyncIterator[tuple[SyncEhr, str]]:
         await runner.cleanup()
 
 
+def _raw_request(body: bytes, **fields: object) -> Message:
+    """A synchronous request from Hitra to St. Olavs as a peer puts it on the bus, ``fields`` changed."""
+    request = Message(
+        body=body,
+        inferred=True,
+        id=str(uuid.uuid4()),
+        address=f"{STOLAV}_sync",
+        subject="DIALOG_HELSEFAGLIG",
+        reply_to=f"{HITRA}_syncreply",
+        content_type=CMS_CONTENT_TYPE,
+        properties={"fromHerId": HITRA, "toHerId": STOLAV, "applicationTimeStamp": "2026-11-27T10:00:00Z"},
+    )
+    for name, value in fields.items():
+        setattr(request, name, value)
+    return request
+
+
 async def test_a_request_gets_the_receivers_answer(broker: Broker, tmp_path: Path) -> None:
     request = _at_stolav(fixture_bytes(REQUEST))
     # an answer larger than one read of the EHR's response (the body is read to its end, within the cap)
@@ -136,15 +153,8 @@ async def test_a_receiver_inside_the_hub_has_no_request_reply(broker: Broker, tm
 async def test_a_request_without_reply_to_is_reported_to_its_sender(broker: Broker, tmp_path: Path) -> None:
     """Nowhere to answer: ``invalid-field-value`` on the sender's error queue (Helsenorge.Messaging PR #42)."""
     async with amqp_region(tmp_path, broker, hub_her_ids=[]) as region:
-        request = Message(
-            body=b"\x30\x80 the CMS does not matter: the fields are checked first",
-            inferred=True,
-            id=str(uuid.uuid4()),
-            address=f"{STOLAV}_sync",
-            subject="DIALOG_HELSEFAGLIG",
-            content_type=CMS_CONTENT_TYPE,
-            correlation_id="c-1",
-            properties={"fromHerId": HITRA, "toHerId": STOLAV, "applicationTimeStamp": "2026-11-27T10:00:00Z"},
+        request = _raw_request(
+            b"\x30\x80 the CMS does not matter: the fields are checked first", reply_to=None, correlation_id="c-1"
         )
         await put(broker, region.vhost, f"/exchange/{region.namespace}/{STOLAV}_sync", request)
         report = read_error(await take(broker, region.vhost, f"{HITRA}_error"))
@@ -156,16 +166,7 @@ async def test_a_request_without_reply_to_is_reported_to_its_sender(broker: Brok
 
 async def test_a_request_that_does_not_verify_gets_the_one_answer(broker: Broker, tmp_path: Path) -> None:
     async with amqp_region(tmp_path, broker, hub_her_ids=[]) as region:
-        request = Message(
-            body=b"\x30\x80 not CMS at all",
-            inferred=True,
-            id=str(uuid.uuid4()),
-            address=f"{STOLAV}_sync",
-            subject="DIALOG_HELSEFAGLIG",
-            reply_to=f"{HITRA}_syncreply",
-            content_type=CMS_CONTENT_TYPE,
-            properties={"fromHerId": HITRA, "toHerId": STOLAV, "applicationTimeStamp": "2026-11-27T10:00:00Z"},
-        )
+        request = _raw_request(b"\x30\x80 not CMS at all")
         await put(broker, region.vhost, f"/exchange/{region.namespace}/{STOLAV}_sync", request)
         report = read_error(await take(broker, region.vhost, f"{HITRA}_error"))
     assert report is not None
@@ -188,16 +189,7 @@ async def test_a_slow_answer_does_not_hold_up_the_next_request(broker: Broker, t
 async def test_a_reply_to_on_another_partys_queue_is_refused(broker: Broker, tmp_path: Path) -> None:
     """Our signed answer goes only to the requester's own queues, never dropped on a third party's."""
     async with amqp_region(tmp_path, broker, hub_her_ids=[]) as region:
-        request = Message(
-            body=b"\x30\x80 the fields are checked first",
-            inferred=True,
-            id=str(uuid.uuid4()),
-            address=f"{STOLAV}_sync",
-            subject="DIALOG_HELSEFAGLIG",
-            reply_to=f"{GP}_async",
-            content_type=CMS_CONTENT_TYPE,
-            properties={"fromHerId": HITRA, "toHerId": STOLAV, "applicationTimeStamp": "2026-11-27T10:00:00Z"},
-        )
+        request = _raw_request(b"\x30\x80 the fields are checked first", reply_to=f"{GP}_async")
         await put(broker, region.vhost, f"/exchange/{region.namespace}/{STOLAV}_sync", request)
         report = read_error(await take(broker, region.vhost, f"{HITRA}_error"))
     assert report is not None and (report.condition, report.data) == ("transport:invalid-field-value", "ReplyTo")
