@@ -33,12 +33,14 @@ def free_port() -> int:
 
 
 def test_parties_lists_the_region() -> None:
-    """One party a line: HER-id, name, kind, local|remote, adapter - 13 municipalities, GP, LiO, St. Olavs."""
+    """One party a line: HER-id, name, kind, local|remote, adapter - 13 municipalities, GP, LiO, St. Olavs,
+    Helsenorge."""
     lines = subprocess.run([*GATEWAY, "parties"], capture_output=True, text=True, check=True).stdout.splitlines()
     rows = [line.split("\t") for line in lines]
     assert all(len(r) == 5 for r in rows)
     assert sum(r[2] == "plo" and r[3] == "local" for r in rows) == 13
-    assert {r[2] for r in rows if r[3] == "remote"} == {"hospital", "lab"}
+    assert {r[2] for r in rows if r[3] == "remote"} == {"hospital", "lab", "helsenorge"}
+    assert [r[4] for r in rows if r[2] == "helsenorge"] == ["amqp"]
     assert any("Frøya" in r[1] for r in rows) and any("Orkdal sjukehus" in r[1] for r in rows)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.cli.options import Actions
+from gateway.cli.options import Actions, option
 from gateway.cli.serve import until_signalled
 from gateway.cli.sim_helsenorge import add_helsenorge
 from gateway.clock import Clock
@@ -102,9 +102,15 @@ def register(sub: Any) -> None:
         "sim",
         help="run a local simulator of a national service (nhn: NHN's Meldingstjener; helsenorge: the Tjenestebuss)",
     )
-    which = Actions(p, [], dest="simulator")
+    shared = [
+        option(
+            "--config",
+            type=Path,
+            help="nhn: the simulator's config (docs/edi2.md); helsenorge: the gateway's (default config/gateway.toml)",
+        )
+    ]
+    which = Actions(p, shared, dest="simulator")
     nhn = which.add("nhn", help="NHN's Meldingstjener REST API (v3, v2) with scripted EDI peers")
-    nhn.add_argument("--config", type=Path, help="simulator config (TOML; see docs/edi2.md)")
     nhn.add_argument("--host", help="listen address (default: the config's, 127.0.0.1)")
     nhn.add_argument("--port", type=int, help="MSH API port (default: the config's, 8092)")
     nhn.add_argument("--client-key", type=Path, help="the key of the config's first HelseID client (not its key_file)")

@@ -45,7 +45,6 @@ _TO = (b"7102000", b"7102001")  # its receiver: the GPs
 def add_helsenorge(actions: Actions) -> None:
     """The ``helsenorge`` action of ``gateway sim`` (its own options: the gateway's config)."""
     p = actions.add("helsenorge", help="a local Tjenestebuss (RabbitMQ) with Helsenorge's peer on it")
-    p.add_argument("--config", type=Path, help="the gateway's config (default: config/gateway.toml)")
     p.add_argument("--data-dir", type=Path, help="the gateway's data dir: its dev PKI, and the broker's data")
     p.add_argument("--every", type=float, default=0.0, help="send a citizen's message every S seconds (0: never)")
     p.set_defaults(run=run)
