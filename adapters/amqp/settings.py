@@ -30,7 +30,9 @@ class AmqpSettings:
     ttl_s: float | None = None
     #: a synchronous reply's time to live on the bus (Helsenorge's 15 s call timeout)
     sync_timeout_s: float = 15.0
-    #: how many peers' synchronous requests are answered at a time (Helsenorge.Messaging's ProcessingTasks)
+    #: how many received messages are handled at a time, and peers' synchronous requests answered
+    #: (Helsenorge.Messaging's ProcessingTasks; adapters/amqp/workers.py)
+    receive_concurrency: int = 8
     sync_concurrency: int = 8
     #: the largest body taken: the gateway's message cap (it passes ``max_bytes``) and room for the CMS
     #: around it (the signer's certificates, the signature, the recipient info)
@@ -63,6 +65,7 @@ class AmqpSettings:
             release_after_s=float(opts.get("release_after_s", 60.0)),
             ttl_s=float(ttl) if ttl else None,
             sync_timeout_s=float(opts.get("sync_timeout_s", 15.0)),
+            receive_concurrency=max(1, int(opts.get("receive_concurrency", 8))),
             sync_concurrency=max(1, int(opts.get("sync_concurrency", 8))),
             max_body=int(opts.get("max_bytes", 10 * 1024 * 1024)) + _CMS_ROOM,
             her_ids=tuple(str(h) for h in listed) if listed is not None else None,

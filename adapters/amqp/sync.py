@@ -36,6 +36,7 @@ from adapters.amqp.fields import (
     read_packet,
     reply_queue_of,
 )
+from adapters.amqp.workers import Workers
 from gateway.errors import GatewayError, SyncRefused, SyncReplyInvalid, SyncTimeout
 from gateway.log import get_logger
 from gateway.transport import Packet, SyncAnswerer
@@ -134,10 +135,8 @@ class SyncRequests:
 
 class SyncResponder:
     """The responder's side: reads each local party's ``_sync`` queue and answers through the gateway,
-    ``concurrency`` requests at a time across the parties (Helsenorge.Messaging's
-    ``Synchronous.ProcessingTasks``): one slow EHR, or packets that do not verify and are each answered no
-    sooner than ``[security] unverified_answer_s``, must not hold up the queue while the requests behind
-    them expire. When all are busy the next request waits unsettled on the bus."""
+    ``concurrency`` requests at a time across the parties (adapters/amqp/workers.py): a slow EHR must not
+    hold up the requests behind it until they expire."""
 
     def __init__(
         self,
@@ -156,27 +155,17 @@ class SyncResponder:
         self.report = report
         self.ttl_s = ttl_s
         self.max_body = max_body
-        self._slots = asyncio.Semaphore(concurrency)
-        self._working: set[asyncio.Task[None]] = set()
+        self._workers = Workers(concurrency)
 
     def listen(self, her_ids: tuple[str, ...]) -> None:
         for her in her_ids:
             self.bus.consume(self.addresses.receiver(f"{her}_sync"), functools.partial(self._requested, her=her))
 
     async def aclose(self) -> None:
-        for task in self._working:
-            task.cancel()
-        await asyncio.gather(*self._working, return_exceptions=True)
+        await self._workers.aclose()
 
     async def _requested(self, incoming: Incoming, *, her: str) -> None:
-        await self._slots.acquire()  # back-pressure: the queue's next message waits for a free slot
-        task = asyncio.create_task(self._answered(incoming, her))
-        self._working.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._working.discard(task)
-        self._slots.release()
+        await self._workers.start(functools.partial(self._answered, incoming, her))
 
     async def _answered(self, incoming: Incoming, her: str) -> None:
         try:

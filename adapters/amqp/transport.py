@@ -41,6 +41,7 @@ from adapters.amqp.fields import (
 )
 from adapters.amqp.settings import AmqpSettings
 from adapters.amqp.sync import SyncRequests, SyncResponder
+from adapters.amqp.workers import Workers
 from gateway.errors import PermanentDeliveryError, SyncNotSupported, SyncTimeout
 from gateway.log import get_logger
 from gateway.transport import InboundHandler, Packet, Transport, TransportContext
@@ -71,6 +72,7 @@ class AmqpTransport(Transport):
         self.channels = Channels(self.settings)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
+        self._receiving = Workers(self.settings.receive_concurrency)
         self.requests = SyncRequests(self.bus, self.addresses, max_body=self.settings.max_body)
         answer = self.context.answer
         self.responder = (
@@ -93,7 +95,7 @@ class AmqpTransport(Transport):
         await self.bus.open()
         for her in self.her_ids:
             self.bus.consume(
-                self.addresses.receiver(f"{her}_async"), functools.partial(self._received, her=her, handler=handler)
+                self.addresses.receiver(f"{her}_async"), functools.partial(self._take, her=her, handler=handler)
             )
             self.bus.consume(self.addresses.receiver(f"{her}_error"), self._reported_safely)
         self.requests.listen(self.her_ids)
@@ -105,6 +107,7 @@ class AmqpTransport(Transport):
     async def aclose(self) -> None:
         for task in self._held:
             task.cancel()
+        await self._receiving.aclose()
         if self.responder is not None:
             await self.responder.aclose()
         await self.bus.close()
@@ -149,6 +152,10 @@ class AmqpTransport(Transport):
         return reply
 
     # -- receiving ------------------------------------------------------------------------------------
+
+    async def _take(self, incoming: Incoming, *, her: str, handler: InboundHandler) -> None:
+        """Each received message on a task of its own, ``receive_concurrency`` at a time (workers.py)."""
+        await self._receiving.start(functools.partial(self._received, incoming, her=her, handler=handler))
 
     async def _received(self, incoming: Incoming, *, her: str, handler: InboundHandler) -> None:
         message = incoming.message

@@ -81,13 +81,15 @@ async def amqp_region(
     stolav_her_ids: list[str] | None = None,
     retry: dict[str, Any] | None = None,
     stolav_sync_url: str | None = None,
+    unverified_answer_s: float = 0.0,
     **amqp: Any,
 ) -> AsyncIterator[AmqpRegion]:
     """Both gateways on a namespace in a vhost of their own on ``broker``, so tests do not see each other's queues.
     ``hub_her_ids``/``stolav_her_ids`` name the queues each side reads (all its local parties' unless given;
     ``[]`` reads none - the test plays that side on the bus itself). Retries come quickly (``retry``: the
     settings' [retry] for both). ``stolav_sync_url``: where St. Olavs' first party's EHR answers synchronous
-    requests."""
+    requests. ``unverified_answer_s``: how long a packet that does not verify waits for its answer (0 here
+    unless a test is about it)."""
     base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
     namespace, vhost = new_bus(broker, [p.her_id for p in base])
     pki = shared_pki(tmp_path, base)
@@ -101,7 +103,7 @@ async def amqp_region(
         "protection": "cms",
         "trust_anchors": (pki / "ca.crt",),
         "crls": (str(pki / "ca.crl"),),
-        "unverified_answer_s": 0.0,
+        "unverified_answer_s": unverified_answer_s,
     }
     options = bus_options(broker, namespace, vhost, **amqp)
     quick = {"base_s": 0.2, "cap_s": 2.0, "breaker_threshold": 1000, **(retry or {})}

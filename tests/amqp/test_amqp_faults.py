@@ -172,3 +172,23 @@ async def test_the_operator_sees_a_dead_letter_and_puts_it_back(
 
         await r.until(in_inbox, what="the re-queued epikrise in the GP's inbox")
         assert await nothing_on(broker, r.vhost, f"{GP}_dl")
+
+
+async def test_packets_that_do_not_verify_do_not_hold_up_a_good_message(tmp_path: Path, broker: Broker) -> None:
+    """Each packet that does not verify is answered no sooner than ``unverified_answer_s`` (docs/security.md);
+    handled one at a time, three of them would keep the epikrise behind them waiting 15 minutes. Handled side
+    by side (``receive_concurrency``), the epikrise is in the inbox while the three still wait for their
+    answer."""
+    region = amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[], unverified_answer_s=300.0)
+    async with region as r:
+        to_gp = f"/exchange/{r.namespace}/{GP}_async"
+        for _ in range(3):
+            await put(broker, r.vhost, to_gp, _peer_message(b"\x30\x80 not CMS", from_her=STOLAV, to_her=GP))
+        body = r.stolav.protection.protect(with_msg_id(fixture_bytes(EPIKRISE)), sender_her=STOLAV, receiver_her=GP)
+        await put(broker, r.vhost, to_gp, _peer_message(body, from_her=STOLAV, to_her=GP))
+
+        async def in_inbox() -> bool:
+            return bool(await r.hub.store.inbox(GP))
+
+        await r.until(in_inbox, what="the epikrise in the GP's inbox")
+        assert await nothing_on(broker, r.vhost, f"{STOLAV}_error", for_s=1.0)  # the three still wait
