@@ -165,7 +165,7 @@ class SyncResponder:
         await self._workers.aclose()
 
     async def _requested(self, incoming: Incoming, *, her: str) -> None:
-        await self._workers.start(functools.partial(self._answered, incoming, her))
+        await self._workers.start(incoming, functools.partial(self._answered, incoming, her))
 
     async def _answered(self, incoming: Incoming, her: str) -> None:
         try:

@@ -155,7 +155,7 @@ class AmqpTransport(Transport):
 
     async def _take(self, incoming: Incoming, *, her: str, handler: InboundHandler) -> None:
         """Each received message on a task of its own, ``receive_concurrency`` at a time (workers.py)."""
-        await self._receiving.start(functools.partial(self._received, incoming, her=her, handler=handler))
+        await self._receiving.start(incoming, functools.partial(self._received, incoming, her=her, handler=handler))
 
     async def _received(self, incoming: Incoming, *, her: str, handler: InboundHandler) -> None:
         message = incoming.message

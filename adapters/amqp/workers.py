@@ -9,7 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from adapters.amqp.bus import Incoming
+from gateway.log import get_logger
+
 __all__ = ["Workers"]
+
+log = get_logger(__name__)
 
 
 class Workers:
@@ -17,10 +22,11 @@ class Workers:
         self._slots = asyncio.Semaphore(max(1, size))
         self._working: set[asyncio.Task[None]] = set()
 
-    async def start(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Run ``work`` on a task of its own once a slot is free (waiting for one here)."""
+    async def start(self, incoming: Incoming, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` (the handling of ``incoming``) on a task of its own once a slot is free (waiting for
+        one here)."""
         await self._slots.acquire()
-        task = asyncio.create_task(_run(work))
+        task = asyncio.create_task(_run(incoming, work))
         self._working.add(task)
         task.add_done_callback(self._done)
 
@@ -35,5 +41,9 @@ class Workers:
         await asyncio.gather(*self._working, return_exceptions=True)
 
 
-async def _run(work: Callable[[], Awaitable[None]]) -> None:
-    await work()
+async def _run(incoming: Incoming, work: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await work()
+    except Exception:  # a bug in the handling: the message goes back (and, in the end, to _dl)
+        log.exception("amqp.callback_failed", address=incoming.address)
+        incoming.release()
