@@ -189,7 +189,7 @@ class SyncPipeline:
                 code=exc.event,
                 condition=exc.transport_condition,
                 cause=getattr(exc, "cause", "") or None,  # what went wrong before the signature: ours only
-                reason=exc.message,
+                reason=None if isinstance(exc, MessageError) else exc.message,  # (a schema error may quote content)
                 **fields,
             )
             if isinstance(exc, SecurityError) and not exc.retryable:  # one answer, in one time (docs/security.md)
