@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from adapters.amqp.bus import Bus
-from adapters.amqp.fields import Addresses
+from adapters.amqp.fields import Addresses, queue_name
 from adapters.cppa.client import cppa_base_url
 from gateway.errors import ConfigError
 
@@ -30,6 +30,9 @@ class AmqpSettings:
     ttl_s: float | None = None
     #: a synchronous reply's time to live on the bus (Helsenorge's 15 s call timeout)
     sync_timeout_s: float = 15.0
+    #: this process's reply queue for synchronous requests, ``{her}`` the requesting party: with several
+    #: gateway processes each needs its own (Helsenorge.Messaging's ``ReplyQueueMapping``; NHN makes them)
+    sync_reply_queue: str = "{her}_syncreply"
     #: how many received messages are handled at a time, and peers' synchronous requests answered
     #: (Helsenorge.Messaging's ProcessingTasks; adapters/amqp/workers.py)
     receive_concurrency: int = 8
@@ -65,6 +68,7 @@ class AmqpSettings:
             release_after_s=float(opts.get("release_after_s", 60.0)),
             ttl_s=float(ttl) if ttl else None,
             sync_timeout_s=float(opts.get("sync_timeout_s", 15.0)),
+            sync_reply_queue=_reply_queue(str(opts.get("sync_reply_queue", "{her}_syncreply"))),
             receive_concurrency=max(1, int(opts.get("receive_concurrency", 8))),
             sync_concurrency=max(1, int(opts.get("sync_concurrency", 8))),
             max_body=int(opts.get("max_bytes", 10 * 1024 * 1024)) + _CMS_ROOM,
@@ -75,6 +79,10 @@ class AmqpSettings:
             cppa_timeout_s=float(opts.get("cppa_timeout_s", 10.0)),
         )
 
+    def reply_queue(self, her_id: str) -> str:
+        """The queue this process reads replies to ``her_id``'s synchronous requests on."""
+        return self.sync_reply_queue.replace("{her}", her_id)
+
     def bus(self, *, credit: int | None = None, name: str = "amqp") -> Bus:
         """A connection to the bus with these settings (``credit`` for a tool that reads many at once)."""
         return Bus(
@@ -84,3 +92,18 @@ class AmqpSettings:
             reconnect_max_s=self.reconnect_max_s,
             name=name,
         )
+
+
+def _reply_queue(template: str) -> str:
+    """``sync_reply_queue`` checked: one of the party's own queues (``{her}_...``; a responder sends a reply
+    nowhere else), a queue name when ``{her}`` is filled in."""
+    if not template.startswith("{her}_") or template.count("{her}") != 1:
+        raise ConfigError(f"[adapters.amqp] sync_reply_queue must be '{{her}}_<name>', not {template!r}.")
+    filled = template.replace("{her}", "1")
+    try:
+        valid = queue_name(filled) == filled
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigError(f"[adapters.amqp] sync_reply_queue {template!r} is no queue name.")
+    return template

@@ -59,15 +59,18 @@ class _Waiting:
 class SyncRequests:
     """The requester's side: sends requests and matches replies to the callers waiting for them."""
 
-    def __init__(self, bus: Bus, addresses: Addresses, *, max_body: int | None = None) -> None:
+    def __init__(
+        self, bus: Bus, addresses: Addresses, reply_queue: Callable[[str], str], *, max_body: int | None = None
+    ) -> None:
         self.bus = bus
         self.addresses = addresses
+        self.reply_queue = reply_queue  # a party's reply queue in this process (``sync_reply_queue``)
         self.max_body = max_body
         self._waiting: dict[str, _Waiting] = {}
 
     def listen(self, her_ids: tuple[str, ...]) -> None:
         for her in her_ids:
-            queue = f"{her}_syncreply"
+            queue = self.reply_queue(her)
             self.bus.consume(self.addresses.receiver(queue), functools.partial(self._replied, queue=queue))
 
     async def request(self, packet: Packet, *, queue: str, timeout_s: float, cpa_id: str | None = None) -> Packet:
@@ -80,7 +83,7 @@ class SyncRequests:
         message = outgoing(
             packet,
             queue=queue,
-            reply_to=f"{packet.from_her}_syncreply",
+            reply_to=self.reply_queue(packet.from_her),
             ttl_s=timeout_s,
             correlation_id=packet.message_id,
             cpa_id=cpa_id,

@@ -73,7 +73,9 @@ class AmqpTransport(Transport):
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
         self._receiving = Workers(self.settings.receive_concurrency)
-        self.requests = SyncRequests(self.bus, self.addresses, max_body=self.settings.max_body)
+        self.requests = SyncRequests(
+            self.bus, self.addresses, self.settings.reply_queue, max_body=self.settings.max_body
+        )
         answer = self.context.answer
         self.responder = (
             SyncResponder(
@@ -136,7 +138,9 @@ class AmqpTransport(Transport):
     async def request(self, packet: Packet, *, timeout_s: float) -> Packet:
         """A synchronous request to the receiver's ``_sync`` queue; its reply, within ``timeout_s``."""
         if packet.from_her not in self.her_ids:  # its replies would come to a queue this gateway does not read
-            raise SyncNotSupported(f"This gateway does not read {packet.from_her}_syncreply (amqp her_ids).")
+            raise SyncNotSupported(
+                f"This gateway does not read {self.settings.reply_queue(packet.from_her)} (amqp her_ids)."
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:  # one deadline for the lookup of the receiver's queue and the wait for the reply

@@ -178,9 +178,12 @@ class Broker:
             raise ManagementError(method, path, e.code, e.read().decode(errors="replace")) from None
         return json.loads(raw) if raw else None
 
-    def set_up_namespace(self, namespace: str, her_ids: Iterable[str], *, vhost: str = "/") -> None:
+    def set_up_namespace(
+        self, namespace: str, her_ids: Iterable[str], *, vhost: str = "/", suffixes: Iterable[str] = QUEUE_SUFFIXES
+    ) -> None:
         """Declare ``namespace``'s exchange and each HER-id's queues and bindings in ``vhost`` as NHN does
-        (idempotent); a vhost other than ``/`` is made first, with all rights for the broker's user.
+        (idempotent); a vhost other than ``/`` is made first, with all rights for the broker's user. ``suffixes``
+        names other queues to make (a reply queue of a second gateway process, ``syncreply_2``).
 
         Queues belong to the vhost, not to the exchange: a HER-id's queues dead-letter through the namespace
         that declared them first, and declaring them again for another namespace fails (``ManagementError``,
@@ -193,7 +196,7 @@ class Broker:
         self.management("PUT", f"/api/exchanges/{v}/{_q(namespace)}", {"type": "direct", "durable": True})
         for her in her_ids:
             dead_letter = f"{her}_dl"
-            for suffix in QUEUE_SUFFIXES:
+            for suffix in suffixes:
                 arguments: dict[str, Any] = {
                     "x-queue-type": "quorum",
                     "x-delivery-limit": DELIVERY_LIMIT,

@@ -18,7 +18,7 @@ from gateway.registry import Register, load_register
 from gateway.replay import mirror_regions
 from gateway.service import Gateway
 from gateway.store.base import DeliveryState
-from gateway.testing.rabbit import Broker
+from gateway.testing.rabbit import QUEUE_SUFFIXES, Broker
 
 from ..region import settings_for, shared_pki
 
@@ -65,10 +65,10 @@ def bus_options(broker: Broker, namespace: str, vhost: str, **more: Any) -> dict
     }
 
 
-def new_bus(broker: Broker, her_ids: list[str]) -> tuple[str, str]:
+def new_bus(broker: Broker, her_ids: list[str], suffixes: tuple[str, ...] = QUEUE_SUFFIXES) -> tuple[str, str]:
     """A namespace of NHN's shape, in a vhost of its own (queues belong to the vhost: tests must not share them)."""
     vhost = f"test-{uuid.uuid4().hex[:12]}"
-    broker.set_up_namespace("NHNTestServiceBus", her_ids, vhost=vhost)
+    broker.set_up_namespace("NHNTestServiceBus", her_ids, vhost=vhost, suffixes=suffixes)
     return "NHNTestServiceBus", vhost
 
 
@@ -82,6 +82,7 @@ async def amqp_region(
     retry: dict[str, Any] | None = None,
     stolav_sync_url: str | None = None,
     unverified_answer_s: float = 0.0,
+    suffixes: tuple[str, ...] = QUEUE_SUFFIXES,
     **amqp: Any,
 ) -> AsyncIterator[AmqpRegion]:
     """Both gateways on a namespace in a vhost of their own on ``broker``, so tests do not see each other's queues.
@@ -89,9 +90,9 @@ async def amqp_region(
     ``[]`` reads none - the test plays that side on the bus itself). Retries come quickly (``retry``: the
     settings' [retry] for both). ``stolav_sync_url``: where St. Olavs' first party's EHR answers synchronous
     requests. ``unverified_answer_s``: how long a packet that does not verify waits for its answer (0 here
-    unless a test is about it)."""
+    unless a test is about it). ``suffixes``: each party's queues (NHN's four unless a test needs more)."""
     base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
-    namespace, vhost = new_bus(broker, [p.her_id for p in base])
+    namespace, vhost = new_bus(broker, [p.her_id for p in base], suffixes)
     pki = shared_pki(tmp_path, base)
     hub_reg, st_reg = mirror_regions(base, hub_endpoint="", stolav_endpoint="", adapter="amqp", pki=pki)
     if stolav_sync_url:

@@ -17,13 +17,14 @@ from aiohttp import web
 from proton import Message
 
 from adapters.amqp.fields import CMS_CONTENT_TYPE, read_error
-from gateway.errors import SyncNotSupported, SyncRefused, SyncTimeout
+from adapters.amqp.settings import AmqpSettings
+from gateway.errors import ConfigError, SyncNotSupported, SyncRefused, SyncTimeout
 from gateway.pipeline.sync import header_safe
-from gateway.testing.rabbit import Broker
+from gateway.testing.rabbit import QUEUE_SUFFIXES, Broker
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
 from .amqp_region import amqp_region
-from .raw import put, take
+from .raw import nothing_on, put, take
 
 STOLAV, STOLAV_OTHER, HITRA, GP = "7200101", "7200102", "7100201", "7102001"
 
@@ -205,3 +206,26 @@ def test_header_values_that_cannot_go_on_http_are_left_out() -> None:
     assert header_safe({"X-Msg-Id": "a\nb", "X-Kind": "dialogmelding-1.1", "X-Long": "x" * 129}) == {
         "X-Kind": "dialogmelding-1.1"
     }
+
+
+async def test_a_process_with_a_reply_queue_of_its_own_gets_its_replies_there(broker: Broker, tmp_path: Path) -> None:
+    """With several gateway processes on one party each reads its own reply queue (``sync_reply_queue``,
+    Helsenorge.Messaging's ReplyQueueMapping): the reply comes there, and nothing on the shared one."""
+    request, answer = _at_stolav(fixture_bytes(REQUEST)), _at_stolav(fixture_bytes(ANSWER))
+    queues = (*QUEUE_SUFFIXES, "syncreply_2")
+    async with sync_ehr(answer) as (_ehr, url):
+        region = amqp_region(
+            tmp_path, broker, stolav_sync_url=url, suffixes=queues, sync_reply_queue="{her}_syncreply_2"
+        )
+        async with region as r:
+            reply = await r.hub.request(with_msg_id(request), ADMIN, timeout_s=60.0)
+            assert reply.content == answer
+            assert await nothing_on(broker, r.vhost, f"{HITRA}_syncreply", for_s=0.5)
+
+
+def test_a_reply_queue_must_be_the_partys_own() -> None:
+    for wrong in ("syncreply_2", "{her}", "other_{her}_x", "{her}_a/b", "{her}_{her}"):
+        with pytest.raises(ConfigError):
+            AmqpSettings.from_options({"url": "amqp://127.0.0.1:5672", "sync_reply_queue": wrong})
+    settings = AmqpSettings.from_options({"url": "amqp://127.0.0.1:5672", "sync_reply_queue": "{her}_syncreply_2"})
+    assert settings.reply_queue("7100201") == "7100201_syncreply_2"
