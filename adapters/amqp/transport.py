@@ -53,6 +53,9 @@ log = get_logger(__name__)
 #: AMQP message-ids of messages taken lately, to drop a repeated one (the inbound duplicate check by
 #: sender and MsgId stays, durably, beneath this)
 _SEEN_KEPT = 100_000
+#: how long the start waits for the bus before it goes on (and keeps trying in the background): a send
+#: waits for the connection itself, so a gateway without its broker need not be slow to start
+_START_WAIT_S = 3.0
 #: error reports a receiver may send as the first answer of a retryable kind: the delivery is tried again
 _TEMPORARY = frozenset({"transport:internal-error", "transport:revoked-certificate-offline"})
 
@@ -103,7 +106,7 @@ class AmqpTransport(Transport):
         self.requests.listen(self.her_ids)
         if self.responder is not None:
             self.responder.listen(self.her_ids)
-        if not await self.bus.wait_connected(10.0):
+        if not await self.bus.wait_connected(_START_WAIT_S):
             log.warning("amqp.not_connected", url=_without_password(self.bus.url))
 
     async def aclose(self) -> None:
