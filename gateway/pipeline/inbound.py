@@ -49,9 +49,17 @@ from gateway.store.base import (
 from gateway.transport import InboundResult, Packet
 from gateway.validation.validator import Judgement
 
-__all__ = ["InboundPipeline"]
+__all__ = ["InboundPipeline", "answer_no_sooner"]
 
 log = get_logger(__name__)
+
+
+async def answer_no_sooner(event: str | None, started: float, floor_s: float) -> None:
+    """Hold the answer to a packet that did not verify (``event``: the refusal's) until ``floor_s`` after it
+    arrived (``started``, loop time): the work done on it differs with how far it got, and the answer must
+    not tell which by its timing (docs/security.md). Any other answer goes at once."""
+    if event == UnverifiedPacket.event:
+        await asyncio.sleep(max(0.0, started + floor_s - asyncio.get_running_loop().time()))
 
 
 class InboundPipeline:
@@ -73,9 +81,7 @@ class InboundPipeline:
         and a signature check), and the answer must not tell which by its timing."""
         started = asyncio.get_running_loop().time()
         result = await self._receive_or_refuse(packet, via=via, plain=plain)
-        if result.event == UnverifiedPacket.event:
-            floor = self.core.settings.security.unverified_answer_s
-            await asyncio.sleep(max(0.0, started + floor - asyncio.get_running_loop().time()))
+        await answer_no_sooner(result.event, started, self.core.settings.security.unverified_answer_s)
         return result
 
     async def _receive_or_refuse(self, packet: Packet, *, via: str, plain: bool) -> InboundResult:

@@ -20,6 +20,7 @@ from gateway.model.envelope import Envelope
 from gateway.registry import Party
 from gateway.store.base import Direction, MessageRecord, MessageState, NewMessage, Store
 from gateway.validation import rules
+from gateway.validation.validator import Judgement
 
 __all__ = ["Client", "OutboundPipeline"]
 
@@ -45,6 +46,19 @@ class OutboundPipeline:
         self.clock = clock
         self.settings = core.settings
 
+    def checked(self, judgement: Judgement, client: Client) -> tuple[Envelope, Party, float]:
+        """What an EHR hands in, whether to queue (submit) or to ask now (sync): a valid message, from a
+        local party ``client`` may send for, with a plausible GenDate - its envelope, sender and the time
+        it was judged at; else the error (KITH code) it is refused with."""
+        if judgement.error is not None:
+            raise judgement.error
+        envelope = judgement.envelope
+        assert envelope is not None
+        sender = self.sender_for(envelope, client)
+        now = self.clock.now()
+        rules.check_gen_date(envelope, now=now)
+        return envelope, sender, now
+
     def sender_for(self, envelope: Envelope, client: Client) -> Party:
         """The local party a message is from, when ``client`` may send for it; else :class:`Forbidden`."""
         sender = self.core.register.attribute(envelope.sender.her_ids if envelope.sender else ())
@@ -62,12 +76,7 @@ class OutboundPipeline:
         judgement = await asyncio.to_thread(self.core.validator.judge, data, check_receiver=False)
         envelope = judgement.envelope
         try:
-            if judgement.error is not None:
-                raise judgement.error
-            assert envelope is not None
-            sender = self.sender_for(envelope, client)
-            now = self.clock.now()
-            rules.check_gen_date(envelope, now=now)
+            envelope, sender, now = self.checked(judgement, client)
             deliveries = await self.core.router.plan(envelope, now=now, receipts=envelope.kind.family != "apprec")
         except (MessageError, Forbidden) as exc:
             log.warning(

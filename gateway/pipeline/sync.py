@@ -42,6 +42,7 @@ from gateway.errors import (
 )
 from gateway.log import get_logger
 from gateway.model.envelope import Envelope
+from gateway.pipeline.inbound import answer_no_sooner
 from gateway.pipeline.outbound import Client, OutboundPipeline
 from gateway.security.protection import MessageProtection
 from gateway.transport import Packet, Transport
@@ -118,13 +119,7 @@ class SyncPipeline:
     async def _prepared(self, data: bytes, client: Client) -> tuple[Packet, Transport]:
         judgement = await asyncio.to_thread(self.core.validator.judge, data, check_receiver=False)
         try:
-            if judgement.error is not None:
-                raise judgement.error
-            envelope = judgement.envelope
-            assert envelope is not None
-            sender = self.outbound.sender_for(envelope, client)
-            now = self.clock.now()
-            rules.check_gen_date(envelope, now=now)
+            envelope, sender, now = self.outbound.checked(judgement, client)
             route = self.core.router.route(envelope.receiver.her_ids if envelope.receiver else ())
             if route is None:
                 raise UnknownReceiver(f"The {envelope.kind.title} names no receiver this gateway can reach.")
@@ -177,8 +172,7 @@ class SyncPipeline:
     async def answer(self, packet: Packet, *, via: str) -> bytes:
         """The reply to a peer's request that came over ``via``, protected for it; raises the error the
         requester is told."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
         fields = {"sender": packet.from_her, "receiver": packet.to_her}
         try:
             return await self._answer(packet, via)
@@ -192,9 +186,7 @@ class SyncPipeline:
                 reason=None if isinstance(exc, MessageError) else exc.message,  # (a schema error may quote content)
                 **fields,
             )
-            if isinstance(exc, SecurityError) and not exc.retryable:  # one answer, in one time (docs/security.md)
-                floor = self.core.settings.security.unverified_answer_s
-                await asyncio.sleep(max(0.0, started + floor - loop.time()))
+            await answer_no_sooner(exc.event, started, self.core.settings.security.unverified_answer_s)
             raise
 
     async def _answer(self, packet: Packet, via: str) -> bytes:
