@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.errors import SecurityError, SignatureInvalid, SpoofingDetected
+from gateway.registry import is_her_id
 from gateway.security import cms, cms_decrypt, cms_verify
 from gateway.security.certs import CertRef, load_certificate_file
 from gateway.security.keys import KeyPair, load_private_key
@@ -37,7 +38,7 @@ class PeerCrypto:
         key = (her_id, name)
         if key not in self._certs:
             path = self.pki / her_id / name
-            if not her_id.isdigit() or not path.is_file():
+            if not is_her_id(her_id) or not path.is_file():  # (a HER-id, so the path stays in the PKI folder)
                 return None
             self._certs[key] = load_certificate_file(path)
         return self._certs[key]

@@ -4,11 +4,39 @@ blocking client on a thread - what a peer on the bus would see or send, without 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
 
 from proton import Message
 from proton.utils import BlockingConnection
 
+from adapters.amqp.fields import CMS_CONTENT_TYPE
 from gateway.testing.rabbit import Broker
+
+
+def peer_message(
+    body: bytes, *, from_her: str, to_her: str, queue: str = "async", subject: str = "EPIKRISE", **fields: object
+) -> Message:
+    """A message as Helsenorge.Messaging puts it on ``<to_her>_<queue>``, with a reply-to of the same kind
+    (``_syncreply`` for a synchronous request); ``fields`` set (or, given None, clear) any of its fields."""
+    message = Message(
+        body=body,
+        inferred=True,
+        id=str(uuid.uuid4()),
+        address=f"{to_her}_{queue}",
+        subject=subject,
+        reply_to=f"{from_her}_{'syncreply' if queue == 'sync' else queue}",
+        content_type=CMS_CONTENT_TYPE,
+        durable=True,
+        properties={
+            "fromHerId": from_her,
+            "toHerId": to_her,
+            "applicationTimeStamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+    )
+    for name, value in fields.items():
+        setattr(message, name, value)
+    return message
 
 
 def _connect(broker: Broker, vhost: str) -> BlockingConnection:

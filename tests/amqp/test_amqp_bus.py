@@ -19,7 +19,7 @@ from gateway.transport import MemoryState, Packet, TransportContext
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
 from .amqp_region import all_acknowledged, amqp_region, bus_options, new_bus
-from .raw import nothing_on, put, put_bytes, take
+from .raw import nothing_on, peer_message, put, put_bytes, take
 
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs 7200101 -> GP 7102001, copy to Frøya
 TO_STOLAV = "plo-innleggelsesrapport-1.6/innleggelsesrapport-kopi-legevakt.xml"  # Skaun -> 7200101, copy to LiO
@@ -85,7 +85,7 @@ async def test_a_refused_message_is_reported_on_the_senders_error_queue_and_acce
         damaged = good[:-40] + bytes(40)
         reports = []
         for body in (b"not a CMS packet at all", damaged):
-            sent = _peer_message(body, from_her=STOLAV, to_her=GP)
+            sent = peer_message(body, from_her=STOLAV, to_her=GP)
             await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
             report = await take(broker, r.vhost, f"{STOLAV}_error")
             assert report.properties["originalMessageId"] == sent.id
@@ -106,7 +106,7 @@ async def test_a_refused_message_is_reported_on_the_senders_error_queue_and_acce
 
 async def test_missing_header_fields_are_reported_by_name(tmp_path: Path, broker: Broker) -> None:
     async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
-        sent = _peer_message(b"whatever", from_her=STOLAV, to_her=GP)
+        sent = peer_message(b"whatever", from_her=STOLAV, to_her=GP)
         sent.subject = None
         del sent.properties["applicationTimeStamp"]
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
@@ -120,7 +120,7 @@ async def test_a_message_for_another_party_on_this_ones_queue_is_reported(tmp_pa
     """toHerId must be the party whose queue it came on: a report (from that party, to the validated sender)
     names the field, and nothing of the message is taken."""
     async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
-        sent = _peer_message(b"whatever", from_her=STOLAV, to_her="7100101")
+        sent = peer_message(b"whatever", from_her=STOLAV, to_her="7100101")
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
         report = await take(broker, r.vhost, f"{STOLAV}_error")
         assert report.properties["errorCondition"] == "transport:invalid-field-value"
@@ -134,7 +134,7 @@ async def test_a_message_that_will_not_decode_is_dead_lettered_and_the_bus_goes_
     """An application property that is not UTF-8 cannot be read: rejected into _dl, and the next message on
     the queue is taken as ever (proton's own decoding would have ended the connection's thread)."""
     async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
-        poison = _peer_message(b"x", from_her=STOLAV, to_her=GP)
+        poison = peer_message(b"x", from_her=STOLAV, to_her=GP)
         poison.properties["X-Note"] = "ZZZZ"
         encoded = bytearray(poison.encode())
         at = encoded.find(b"ZZZZ")
@@ -147,7 +147,7 @@ async def test_a_message_that_will_not_decode_is_dead_lettered_and_the_bus_goes_
         await r.until(dead_lettered, what="the undecodable message in the GP's dead letters")
         body = r.stolav.protection.protect(fixture_bytes(EPIKRISE), sender_her=STOLAV, receiver_her=GP)
         await put(
-            broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", _peer_message(body, from_her=STOLAV, to_her=GP)
+            broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", peer_message(body, from_her=STOLAV, to_her=GP)
         )
 
         async def in_inbox() -> bool:
@@ -158,7 +158,7 @@ async def test_a_message_that_will_not_decode_is_dead_lettered_and_the_bus_goes_
 
 async def test_a_message_with_no_sender_to_tell_is_dead_lettered(tmp_path: Path, broker: Broker) -> None:
     async with amqp_region(tmp_path, broker, hub_her_ids=[GP], stolav_her_ids=[]) as r:
-        sent = _peer_message(b"whatever", from_her=STOLAV, to_her=GP)
+        sent = peer_message(b"whatever", from_her=STOLAV, to_her=GP)
         del sent.properties["fromHerId"]
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
         dead = await take(broker, r.vhost, f"{GP}_dl")
@@ -264,24 +264,5 @@ def _report(original: Message, condition: str, *, reporter: str = STOLAV, **more
             "errorCondition": condition,
             "errorDescription": "Kan ikke ta imot meldingen",
             **more,
-        },
-    )
-
-
-def _peer_message(body: bytes, *, from_her: str, to_her: str) -> Message:
-    """A message as Helsenorge.Messaging puts it on the bus."""
-    return Message(
-        body=body,
-        inferred=True,
-        id=str(uuid.uuid4()),
-        address=f"{to_her}_async",
-        subject="EPIKRISE",
-        reply_to=f"{from_her}_async",
-        content_type=CMS_CONTENT_TYPE,
-        durable=True,
-        properties={
-            "fromHerId": from_her,
-            "toHerId": to_her,
-            "applicationTimeStamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         },
     )

@@ -61,7 +61,7 @@ async def test_a_cpa_names_the_queue_and_its_id_travels(broker: Broker) -> None:
     assert "cpaId" not in without.properties  # no CPA known: HITS 1216 leaves it out
 
 
-async def test_without_a_cppa_service_no_lookup_is_made(broker: Broker) -> None:
+async def test_without_a_cppa_service_the_default_queue_and_no_cpa_id(broker: Broker) -> None:
     namespace, vhost = new_bus(broker, [OURS, THEIRS])
     options = bus_options(broker, namespace, vhost)
     async with AmqpTransport(TransportContext(options=options, state=MemoryState())) as transport:

@@ -17,8 +17,8 @@ from gateway.transport import InboundResult, Packet
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
 from .amqp_region import all_acknowledged, amqp_region
-from .raw import nothing_on, put, take
-from .test_amqp_bus import EPIKRISE, GP, STOLAV, _peer_message
+from .raw import nothing_on, peer_message, put, take
+from .test_amqp_bus import EPIKRISE, GP, STOLAV
 
 
 async def test_a_message_the_gateway_cannot_take_now_waits_and_is_taken_later(tmp_path: Path, broker: Broker) -> None:
@@ -35,7 +35,7 @@ async def test_a_message_the_gateway_cannot_take_now_waits_and_is_taken_later(tm
 
         r.hub.inbound.receive = not_yet  # type: ignore[method-assign]
         body = r.stolav.protection.protect(fixture_bytes(EPIKRISE), sender_her=STOLAV, receiver_her=GP)
-        sent = _peer_message(body, from_her=STOLAV, to_her=GP)
+        sent = peer_message(body, from_her=STOLAV, to_her=GP)
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
 
         async def in_inbox() -> bool:
@@ -55,7 +55,7 @@ async def test_a_message_that_keeps_failing_ends_in_dl_after_the_delivery_limit(
             raise RuntimeError("a bug")
 
         r.hub.inbound.receive = broken  # type: ignore[method-assign]
-        sent = _peer_message(b"any", from_her=STOLAV, to_her=GP)
+        sent = peer_message(b"any", from_her=STOLAV, to_her=GP)
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
         dead = await take(broker, r.vhost, f"{GP}_dl", within_s=120)
         assert dead.id == sent.id
@@ -76,7 +76,7 @@ async def test_a_repeated_message_id_is_dropped_and_answered_once(tmp_path: Path
 
         r.hub.inbound.receive = counted  # type: ignore[method-assign]
         body = r.stolav.protection.protect(fixture_bytes(EPIKRISE), sender_her=STOLAV, receiver_her=GP)
-        sent = _peer_message(body, from_her=STOLAV, to_her=GP)
+        sent = peer_message(body, from_her=STOLAV, to_her=GP)
         for _ in range(2):
             await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
 
@@ -137,7 +137,7 @@ async def test_the_operator_sees_a_dead_letter_and_puts_it_back(
 
         r.hub.inbound.receive = broken  # type: ignore[method-assign]
         body = r.stolav.protection.protect(fixture_bytes(EPIKRISE), sender_her=STOLAV, receiver_her=GP)
-        sent = _peer_message(body, from_her=STOLAV, to_her=GP)
+        sent = peer_message(body, from_her=STOLAV, to_her=GP)
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{GP}_async", sent)
         config = tmp_path / "bus.toml"
         config.write_text(
@@ -183,9 +183,9 @@ async def test_packets_that_do_not_verify_do_not_hold_up_a_good_message(tmp_path
     async with region as r:
         to_gp = f"/exchange/{r.namespace}/{GP}_async"
         for _ in range(3):
-            await put(broker, r.vhost, to_gp, _peer_message(b"\x30\x80 not CMS", from_her=STOLAV, to_her=GP))
+            await put(broker, r.vhost, to_gp, peer_message(b"\x30\x80 not CMS", from_her=STOLAV, to_her=GP))
         body = r.stolav.protection.protect(with_msg_id(fixture_bytes(EPIKRISE)), sender_her=STOLAV, receiver_her=GP)
-        await put(broker, r.vhost, to_gp, _peer_message(body, from_her=STOLAV, to_her=GP))
+        await put(broker, r.vhost, to_gp, peer_message(body, from_her=STOLAV, to_her=GP))
 
         async def in_inbox() -> bool:
             return bool(await r.hub.store.inbox(GP))
