@@ -5,6 +5,11 @@ read at start-up and kept; no message ever touches a key file. Where the registe
 PKI layout under the data dir is used (``pki/<her-id>/sign.crt`` ...). A path the register *does* give
 must exist - a typo there is a configuration error at start-up, not a surprise at the first message.
 A missing dev-layout file is only recorded; using it raises KeyUnavailable naming the path looked at.
+
+A remote party the files give no certificate for can have its certificates *learned* while the gateway
+runs: a transport that finds them in the party's CPP/CPA (the amqp transport, docs/cppa.md) hands them to
+:meth:`KeyStore.learn`. A file always wins over a learned certificate (the region file pins), and a learned
+one gets the same trust checks as any other, each time it is used.
 """
 
 from __future__ import annotations
@@ -169,6 +174,10 @@ class KeyStore:
         for keys in parties.values():
             if keys.sign_cert is not None:
                 self._signers[keys.sign_cert.identity()] = keys.her_id
+        # certificates of remote parties learned from a transport's source (a CPP/CPA), by HER-id; each entry
+        # is replaced whole, so a reader in another thread sees the old pair or the new one
+        self._learned: dict[str, _Learned] = {}
+        self._overruled: set[tuple[str, str, bytes]] = set()  # (her, role, fingerprint) said once
 
     @classmethod
     def load(cls, register: Register, pki_dir: Path, *, private_keys_for: Collection[str] | None = None) -> KeyStore:
@@ -197,6 +206,60 @@ class KeyStore:
             raise KeyUnavailable(f"Party {her_id} is not in the register, so it has no certificates here.")
         return keys
 
+    def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None:
+        """Take ``her_id``'s certificates from a transport's source (its CPP/CPA) where the files give none.
+
+        A party outside the register, or a local party (whose certificates are ours), learns nothing; a
+        certificate not given keeps what was learned before, and a signing certificate that is another party's
+        is refused. Each change is logged with where it came from, and a certificate the files pin over once
+        per certificate."""
+        keys = self._parties.get(her_id)
+        if keys is None or keys.local:
+            return
+        owner = self._signers.get(signing.identity()) if signing is not None else None
+        if signing is not None and owner not in (None, her_id):  # another party's: never two owners of one
+            log.error(
+                "security.certificate_conflict",
+                code="security.certificate_conflict",
+                her_id=her_id,
+                owner=owner,
+                certificate=signing.describe(),
+            )
+            signing = None
+        before = self._learned.get(her_id, _Learned(None, None))
+        after = _Learned(
+            self._take(her_id, "sign", keys.sign_cert, signing, before.signing),
+            self._take(her_id, "encrypt", keys.enc_cert, encryption, before.encryption),
+        )
+        if after == before:
+            return
+        if after.signing is not None:
+            self._signers[after.signing.identity()] = her_id
+        self._learned[her_id] = after
+        if before.signing is not None and before.signing != after.signing:
+            self._signers.pop(before.signing.identity(), None)
+
+    def _take(
+        self, her_id: str, role: str, pinned: CertRef | None, offered: CertRef | None, learned: CertRef | None
+    ) -> CertRef | None:
+        """The certificate to keep learned for one role: the one offered, unless a file pins the role."""
+        if offered is None or _same(offered, learned):
+            return learned
+        if pinned is not None:
+            if not _same(offered, pinned) and (her_id, role, offered.fingerprint) not in self._overruled:
+                self._overruled.add((her_id, role, offered.fingerprint))
+                log.warning(
+                    "security.certificate_pinned",
+                    code="security.certificate_pinned",
+                    her_id=her_id,
+                    role=role,
+                    pinned=pinned.describe(),
+                    offered=offered.describe(),
+                )
+            return None
+        log.info("security.certificate_learned", her_id=her_id, role=role, certificate=offered.describe())
+        return offered
+
     def signer(self, her_id: str) -> KeyPair:
         """The signing certificate and key of a local party."""
         keys = self._party(her_id)
@@ -220,18 +283,23 @@ class KeyStore:
     def encryption_cert(self, her_id: str) -> CertRef:
         """The certificate messages to ``her_id`` are encrypted to."""
         keys = self._party(her_id)
-        if keys.enc_cert is None:
+        learned = self._learned.get(her_id)
+        certificate = keys.enc_cert or (learned.encryption if learned else None)
+        if certificate is None:
             raise KeyUnavailable(_missing(keys, f"encryption certificate for {her_id}"))
-        return keys.enc_cert
+        return certificate
 
     def signing_cert(self, her_id: str) -> CertRef | None:
-        """The registered signing certificate of ``her_id`` (None when the register has none)."""
+        """The registered (or learned) signing certificate of ``her_id`` (None when there is none)."""
         keys = self._parties.get(her_id)
-        return keys.sign_cert if keys else None
+        if keys is None:
+            return None
+        learned = self._learned.get(her_id)
+        return keys.sign_cert or (learned.signing if learned else None)
 
     def signing_certs(self) -> list[CertRef]:
-        """Every party's registered signing certificate."""
-        return [keys.sign_cert for keys in self._parties.values() if keys.sign_cert is not None]
+        """Every party's registered (or learned) signing certificate."""
+        return [ref for ref in map(self.signing_cert, self._parties) if ref is not None]
 
     def owner_of_signing_cert(self, ref: CertRef) -> str | None:
         """The party whose registered signing certificate ``ref`` is (by issuer, serial and key)."""
@@ -241,9 +309,10 @@ class KeyStore:
         """Every party certificate held, with its expiry."""
         out = []
         for keys in self._parties.values():
+            learned = self._learned.get(keys.her_id, _Learned(None, None))
             for role, ref in (
-                ("sign", keys.sign_cert),
-                ("encrypt", keys.enc_cert),
+                ("sign", keys.sign_cert or learned.signing),
+                ("encrypt", keys.enc_cert or learned.encryption),
                 ("previous-encrypt", keys.previous_enc_cert),
             ):
                 if ref is not None:
@@ -251,12 +320,25 @@ class KeyStore:
         return out
 
 
+@dataclass(frozen=True)
+class _Learned:
+    """A remote party's certificates as a transport's source gave them (None: not given, or pinned)."""
+
+    signing: CertRef | None
+    encryption: CertRef | None
+
+
+def _same(a: CertRef | None, b: CertRef | None) -> bool:
+    return a is not None and b is not None and a.fingerprint == b.fingerprint
+
+
 def _missing(keys: PartyKeys, what: str) -> str:
     """Why a key or certificate is not at hand, naming the files looked for (run `gateway pki init`?)."""
     if not keys.local and "key" in what:
         return f"No {what}: it is a remote party, and this gateway holds private keys of local parties only."
     if keys.missing:
-        return f"No {what}: looked for {', '.join(keys.missing)}."
+        learned = "" if keys.local else ", and no CPP/CPA has given one"
+        return f"No {what}: looked for {', '.join(keys.missing)}{learned}."
     if not keys.keys_loaded:
         return f"No {what}: its private keys were not loaded in this process."
     return f"No {what} is configured."

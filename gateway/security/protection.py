@@ -70,6 +70,8 @@ class MessageProtection(Protocol):
 
     def certificates(self) -> list[CertificateInfo]: ...
 
+    def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None: ...
+
     def crl_status(self) -> list[CrlStatus]: ...
 
     async def refresh_crls(self, fetch: Fetcher) -> None: ...
@@ -90,6 +92,9 @@ class NoProtection:
 
     def certificates(self) -> list[CertificateInfo]:
         return []
+
+    def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None:
+        return None
 
     def crl_status(self) -> list[CrlStatus]:
         return []
@@ -230,6 +235,11 @@ class SignThenEncrypt:
         """Every configured certificate (parties' and trust anchors') with its expiry."""
         anchors = [CertificateInfo.of(a, her_id=None, role="trust-anchor") for a in self.trust.anchors]
         return self.keys.certificates() + anchors
+
+    def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None:
+        """A remote party's certificates from a transport's source (its CPP/CPA), where the files give none
+        (:meth:`KeyStore.learn`); they are checked for trust like any other, each time they are used."""
+        self.keys.learn(her_id, signing=signing, encryption=encryption)
 
     def crl_status(self) -> list[CrlStatus]:
         return self.trust.crls.status()
