@@ -272,6 +272,7 @@ class DeliveryWorker:
             raise PermanentDeliveryError(f"Message {m.id} has no document left to send (pruned).")
         body, content_type = claim.payload, "application/xml"
         if transport.carries == "cms":
+            await transport.prepare(m.sender_her or "", d.receiver_her)
             body = await asyncio.to_thread(
                 self.protection.protect,
                 claim.payload,

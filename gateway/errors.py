@@ -87,6 +87,7 @@ __all__ = [
     "NotWellFormed",
     "PatientNotIdentified",
     "PermanentDeliveryError",
+    "ProcessNotAgreed",
     "ReadTimeout",
     "Refusal",
     "RequestError",
@@ -189,6 +190,13 @@ class UnsupportedMessage(MessageError):
     event = "message.unsupported_kind"
     apprec_code = "T10"
     transport_condition = "transport:unsupported-message"
+
+
+class ProcessNotAgreed(UnsupportedMessage):
+    """The CPA between the sender and us does not let the sender send this kind of message (HITS 1216:
+    ``transport:unsupported-message``); told on the bus before anything is decrypted."""
+
+    event = "transport.process_not_agreed"
 
 
 class InvalidMsgId(MessageError):

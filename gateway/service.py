@@ -155,6 +155,7 @@ class Gateway:
                 state=StoreState(self.store, f"adapter:{name}:"),
                 reports=self.receipts,
                 answer=functools.partial(self.sync.answer, via=name),
+                certificates=self.protection,
             )
             transport = adapter_class(name)(context)
             await transport.start(self._handler_for(name, plain=transport.carries == "plain"))

@@ -26,9 +26,11 @@ from gateway.errors import GatewayError, SyncNotSupported
 
 if TYPE_CHECKING:
     from gateway.routing import Directory
+    from gateway.security.certs import CertRef
 
 __all__ = [
     "MAX_RETRY_AFTER_S",
+    "CertificateBook",
     "DeliveryReports",
     "InboundHandler",
     "InboundResult",
@@ -197,6 +199,13 @@ class MemoryState:
             self._values[key] = value
 
 
+class CertificateBook(Protocol):
+    """Where a channel puts the certificates its own source gives for a remote party (the amqp transport:
+    the party's CPP/CPA), for the gateway's CMS to use where the region file pins none."""
+
+    def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class TransportContext:
     """What an adapter gets when it is built: its own settings table, the gateway's data directory, the
@@ -211,6 +220,8 @@ class TransportContext:
     reports: DeliveryReports | None = None
     #: answers the synchronous requests a channel that has them receives (None: it answers none)
     answer: SyncAnswerer | None = None
+    #: takes the certificates a channel finds for a remote party (None: the channel's are not used)
+    certificates: CertificateBook | None = None
 
 
 class Transport:
@@ -238,6 +249,10 @@ class Transport:
 
     async def send(self, packet: Packet) -> None:
         raise NotImplementedError(f"{type(self).__name__} cannot send")
+
+    async def prepare(self, from_her: str, to_her: str) -> None:
+        """Called before a packet from ``from_her`` to ``to_her`` is protected: a channel that finds the
+        receiver's certificates itself (amqp: its CPP/CPA) hands them to ``context.certificates`` here."""
 
     async def request(self, packet: Packet, *, timeout_s: float) -> Packet:
         """Send a synchronous request and wait up to ``timeout_s`` for its reply (the reply's packet).

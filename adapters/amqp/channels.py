@@ -2,8 +2,10 @@
 from NHN's CPPA service when ``cppa_url`` is set (adapters/cppa/, docs/cppa.md: CPA -> CPP -> register,
 each step logged, cached), else the queues every party has (``<her>_async``, ``_sync``, ``_error``).
 
-The register step has no certificates to add here: the CMS layer uses the region file's (or the dev PKI's)
-for every party, so a channel found that way carries only the default queues.
+A CPP/CPA's certificates are handed to the gateway's CMS (``context.certificates``, :meth:`KeyStore.learn`)
+each time a channel is looked up, so a party the region file pins no certificate for is signed to,
+encrypted to and verified with the certificates of its CPA (or CPP); a pinned one still wins. The register
+step has no certificates to add: the CMS layer already holds the region file's (or the dev PKI's).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from adapters.amqp.settings import AmqpSettings
 from adapters.cppa.client import CppaClient
 from adapters.cppa.documents import Queues
 from adapters.cppa.resolver import Channel, ChannelResolver, RegisterCertificates
+from gateway.transport import CertificateBook
 
 __all__ = ["Channels"]
 
@@ -23,15 +26,20 @@ async def _region_file_certificates(_her_id: str) -> RegisterCertificates | None
 
 
 class Channels:
-    def __init__(self, settings: AmqpSettings) -> None:
+    def __init__(self, settings: AmqpSettings, certificates: CertificateBook | None = None) -> None:
         self.settings = settings
+        self.certificates = certificates
         self._session: aiohttp.ClientSession | None = None
         self._resolver: ChannelResolver | None = None
 
     async def of(self, my_her_id: str, other_her_id: str) -> Channel:
+        """The channel from one of ours to ``other_her_id``; its certificates, if any, go to the CMS."""
         if self.settings.cppa_url is None:
             return Channel(my_her_id, other_her_id, None, Queues.defaults(other_her_id), None, None, "register")
-        return await self._lookup().resolve(my_her_id, other_her_id)
+        channel = await self._lookup().resolve(my_her_id, other_her_id)
+        if self.certificates is not None and (channel.signing or channel.encryption):
+            self.certificates.learn(other_her_id, signing=channel.signing, encryption=channel.encryption)
+        return channel
 
     def _lookup(self) -> ChannelResolver:
         if self._resolver is None:

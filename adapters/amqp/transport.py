@@ -42,9 +42,9 @@ from adapters.amqp.fields import (
 from adapters.amqp.settings import AmqpSettings
 from adapters.amqp.sync import SyncRequests, SyncResponder
 from adapters.amqp.workers import Workers
-from gateway.errors import PermanentDeliveryError, SyncNotSupported, SyncTimeout
+from gateway.errors import PermanentDeliveryError, ProcessNotAgreed, SyncNotSupported, SyncTimeout
 from gateway.log import get_logger
-from gateway.transport import InboundHandler, Packet, Transport, TransportContext
+from gateway.transport import InboundHandler, Packet, SyncAnswerer, Transport, TransportContext
 
 __all__ = ["AmqpTransport"]
 
@@ -72,7 +72,7 @@ class AmqpTransport(Transport):
         # the local HER-ids whose queues this gateway reads: every local party's unless the settings name them
         self.her_ids = self.settings.her_ids if self.settings.her_ids is not None else self.context.local_her_ids
         self.bus = self.settings.bus()
-        self.channels = Channels(self.settings)
+        self.channels = Channels(self.settings, self.context.certificates)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
         self._receiving = Workers(self.settings.receive_concurrency)
@@ -84,7 +84,7 @@ class AmqpTransport(Transport):
             SyncResponder(
                 self.bus,
                 self.addresses,
-                answer,
+                functools.partial(self._answer_agreed, answer=answer),
                 self._report,
                 ttl_s=self.settings.sync_timeout_s,
                 concurrency=self.settings.sync_concurrency,
@@ -138,6 +138,10 @@ class AmqpTransport(Transport):
         await self.bus.send(self.addresses.sender(queue), message)
         log.info("amqp.sent", message_id=packet.reference, receiver=packet.to_her, queue=queue)
 
+    async def prepare(self, from_her: str, to_her: str) -> None:
+        """The receiver's CPP/CPA certificates to the CMS before the packet is signed and encrypted."""
+        await self.channels.of(from_her, to_her)
+
     async def request(self, packet: Packet, *, timeout_s: float) -> Packet:
         """A synchronous request to the receiver's ``_sync`` queue; its reply, within ``timeout_s``."""
         if packet.from_her not in self.her_ids:  # its replies would come to a queue this gateway does not read
@@ -179,7 +183,11 @@ class AmqpTransport(Transport):
             incoming.accept()
             return
         try:
+            await self._agreed(packet)
             result = await handler(packet)
+        except ProcessNotAgreed as exc:
+            await self._report(incoming, her, exc.transport_condition or "", exc.public)
+            return
         except Exception:  # a failure nobody foresaw: the message waits, and after the delivery limit goes to _dl
             log.exception("amqp.receive_failed", queue=queue, sender=packet.from_her)
             self._hold(incoming)
@@ -194,6 +202,29 @@ class AmqpTransport(Transport):
             self._hold(incoming)
         else:
             await self._report(incoming, her, result.condition or "transport:internal-error", result.message)
+
+    async def _agreed(self, packet: Packet) -> None:
+        """The profile step of Helsenorge.Messaging's receive, before anything is decrypted: the sender's
+        channel is looked up (its CPP/CPA certificates go to the CMS, to verify the signature with), and a CPA
+        that does not let the sender send this kind of message refuses it (``transport:unsupported-message``)."""
+        channel = await self.channels.of(packet.to_her, packet.from_her)
+        if not channel.agrees_to(packet.subject):
+            log.warning(
+                "amqp.process_not_agreed",
+                code="transport:unsupported-message",
+                sender=packet.from_her,
+                receiver=packet.to_her,
+                cpa_id=channel.cpa_id,
+                subject=packet.subject,
+            )
+            raise ProcessNotAgreed(
+                f"The CPA {channel.cpa_id} does not let {packet.from_her} send {packet.subject} to {packet.to_her}."
+            )
+
+    async def _answer_agreed(self, packet: Packet, *, answer: SyncAnswerer) -> bytes:
+        """A synchronous request passes the same profile step as an asynchronous message."""
+        await self._agreed(packet)
+        return await answer(packet)
 
     async def _report(self, incoming: Incoming, her: str, condition: str, description: str, *, data: str = "") -> None:
         """Tell the sender on its error queue, then accept the original; with no sender to tell, reject it

@@ -62,7 +62,8 @@ RegisterLookup = Callable[[str], Awaitable[RegisterCertificates | None]]
 @dataclass(frozen=True)
 class Channel:
     """How to reach ``her_id`` from ``my_her_id``: its queues, its certificates (None where no source has
-    one) and the CPA's id (None unless the channel comes from a CPA)."""
+    one), the CPA's id (None unless the channel comes from a CPA) and the actions (8279 Types) the CPA lets
+    ``her_id`` send (None: no CPA, or one that lists none - nothing to hold a message to)."""
 
     my_her_id: str
     her_id: str
@@ -71,6 +72,12 @@ class Channel:
     signing: CertRef | None = field(repr=False)
     encryption: CertRef | None = field(repr=False)
     source: Source
+    sends: frozenset[str] | None = field(default=None, repr=False)
+
+    def agrees_to(self, action: str) -> bool:
+        """Whether ``her_id`` may send us a message of ``action`` (the AMQP subject) under this channel:
+        always, unless a CPA lists what it sends and ``action`` is not among it (compared without case)."""
+        return self.sends is None or action.upper() in self.sends
 
     def certificates_valid(self, now: float) -> bool:
         """Whether every certificate the channel has is within its validity period at ``now`` (UNIX s)."""
@@ -198,6 +205,7 @@ class ChannelResolver:
 
 def _from_party(my_her_id: str, her_id: str, party: Party, source: Source, cpa_id: str | None) -> Channel:
     """The channel to ``her_id`` - as asked, not as the document spells it (``093238`` is ``93238``)."""
+    sends = frozenset(action.upper() for role in party.roles for action in role.sends)
     return Channel(
         my_her_id=my_her_id,
         her_id=her_id,
@@ -206,6 +214,7 @@ def _from_party(my_her_id: str, her_id: str, party: Party, source: Source, cpa_i
         signing=party.signing,
         encryption=party.encryption,
         source=source,
+        sends=sends if source == "cpa" and sends else None,
     )
 
 

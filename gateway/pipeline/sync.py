@@ -37,6 +37,7 @@ from gateway.errors import (
     SyncNotOffered,
     SyncNotSupported,
     SyncReplyInvalid,
+    SyncTimeout,
     SyncUnanswerable,
     UnknownReceiver,
 )
@@ -104,7 +105,7 @@ class SyncPipeline:
         is refused here, is refused or not answered by the receiver, or the reply is not acceptable."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s  # the caller's time covers judging and signing as well
-        packet, transport = await self._prepared(data, client)
+        packet, transport = await self._prepared(data, client, deadline)
         fields = {"sender": packet.from_her, "receiver": packet.to_her, "kind": packet.kind, "client": client.name}
         log.info("sync.requested", **fields)
         try:
@@ -116,7 +117,7 @@ class SyncPipeline:
         log.info("sync.replied", reply_kind=answer.kind, **fields)
         return answer
 
-    async def _prepared(self, data: bytes, client: Client) -> tuple[Packet, Transport]:
+    async def _prepared(self, data: bytes, client: Client, deadline: float) -> tuple[Packet, Transport]:
         judgement = await asyncio.to_thread(self.core.validator.judge, data, check_receiver=False)
         try:
             envelope, sender, now = self.outbound.checked(judgement, client)
@@ -134,6 +135,11 @@ class SyncPipeline:
         cms = transport.carries == "cms"
         body = data
         if cms:
+            try:  # the receiver's certificates, where the channel finds them (a CPP/CPA), within the deadline
+                async with asyncio.timeout_at(deadline):
+                    await transport.prepare(sender.her_id, route.receiver_her)
+            except TimeoutError:
+                raise SyncTimeout(f"The request to {route.receiver_her} could not be prepared in time.") from None
             body = await asyncio.to_thread(
                 self.protection.protect,
                 data,

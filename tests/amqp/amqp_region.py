@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.clock import SystemClock
 from gateway.config import PROJECT_ROOT
-from gateway.registry import Register, load_register
+from gateway.registry import Certificates, Register, load_register
 from gateway.replay import mirror_regions
 from gateway.service import Gateway
 from gateway.store.base import DeliveryState
@@ -83,6 +83,7 @@ async def amqp_region(
     stolav_sync_url: str | None = None,
     unverified_answer_s: float = 0.0,
     suffixes: tuple[str, ...] = QUEUE_SUFFIXES,
+    unpinned: tuple[str, ...] = (),
     **amqp: Any,
 ) -> AsyncIterator[AmqpRegion]:
     """Both gateways on a namespace in a vhost of their own on ``broker``, so tests do not see each other's queues.
@@ -90,11 +91,16 @@ async def amqp_region(
     ``[]`` reads none - the test plays that side on the bus itself). Retries come quickly (``retry``: the
     settings' [retry] for both). ``stolav_sync_url``: where St. Olavs' first party's EHR answers synchronous
     requests. ``unverified_answer_s``: how long a packet that does not verify waits for its answer (0 here
-    unless a test is about it). ``suffixes``: each party's queues (NHN's four unless a test needs more)."""
+    unless a test is about it). ``suffixes``: each party's queues (NHN's four unless a test needs more).
+    ``unpinned``: St. Olavs' HER-ids whose certificates the hub's register does not pin (a CPP/CPA gives them)."""
     base = load_register(PROJECT_ROOT / "config" / "sio-region.toml")
     namespace, vhost = new_bus(broker, [p.her_id for p in base], suffixes)
     pki = shared_pki(tmp_path, base)
     hub_reg, st_reg = mirror_regions(base, hub_endpoint="", stolav_endpoint="", adapter="amqp", pki=pki)
+    if unpinned:
+        hub_reg = Register(
+            [replace(p, certificates=Certificates()) if p.her_id in unpinned else p for p in hub_reg], name=hub_reg.name
+        )
     if stolav_sync_url:
         answering = next(p for p in st_reg if p.local)
         st_reg = Register(
@@ -105,6 +111,7 @@ async def amqp_region(
         "trust_anchors": (pki / "ca.crt",),
         "crls": (str(pki / "ca.crl"),),
         "unverified_answer_s": unverified_answer_s,
+        "dev_pki": False,  # the shared one above, pinned; none of its own under each data dir
     }
     options = bus_options(broker, namespace, vhost, **amqp)
     quick = {"base_s": 0.2, "cap_s": 2.0, "breaker_threshold": 1000, **(retry or {})}

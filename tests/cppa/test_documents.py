@@ -21,6 +21,8 @@ from adapters.cppa.documents import (
     parse_profile,
 )
 from gateway.errors import ConfigError, ForbiddenMarkup, GatewayError, MessageTooLarge, NotWellFormed
+from gateway.security.devpki import DevCa
+from gateway.testing.cppa_agreements import AgreementParty, agreement
 from gateway.testing.cppa_server import cppa_dir
 
 from .conftest import shared_file
@@ -231,3 +233,27 @@ def test_agreement_value_is_frozen() -> None:
     assert isinstance(agreement, Agreement)
     with pytest.raises(AttributeError):
         agreement.cpa_id = "x"  # type: ignore[misc]
+
+
+def test_a_cpa_made_for_tests_reads_as_nhns_do() -> None:
+    """The CPAs tests serve (gateway/testing/cppa_agreements.py) are read by the same parser, to the same
+    parties, certificates, queues and actions - so a test built on one proves what an NHN CPA would."""
+    ca = DevCa.create("cppa test CA")
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "party")])
+    (sign, _), (enc, _) = ca.issue(name, purpose="sign"), ca.issue(name, purpose="encrypt")
+    made = agreement(
+        "00000000-0000-4000-8000-000000000009",
+        [
+            AgreementParty("7100101", sign, enc, sends=("APPREC",), receives=("EPIKRISE",)),
+            AgreementParty("7200101", None, None, sends=("EPIKRISE",), receives=("APPREC",)),
+        ],
+    )
+    cpa = parse_agreement(made)
+    assert cpa.cpa_id == "00000000-0000-4000-8000-000000000009"
+    ours = cpa.party("7100101")
+    assert ours is not None and ours.signing is not None and ours.encryption is not None
+    assert (ours.signing.cert, ours.encryption.cert) == (sign, enc)
+    assert ours.queues == Queues("7100101_async", "7100101_sync", None)
+    assert ours.can_send("APPREC") and ours.can_receive("EPIKRISE") and not ours.can_send("EPIKRISE")
+    theirs = cpa.counterparty("7100101")
+    assert theirs is not None and theirs.her_id == "7200101" and theirs.signing is None

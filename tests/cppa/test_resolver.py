@@ -92,6 +92,9 @@ class TestOrder:
         assert channel.signing is not None and channel.encryption is not None
         assert "DDFL" in channel.signing.subject and "DDFL" in channel.encryption.subject
         assert requests == ["Agreements/HerIds/93238/93252"] and register.asked == []
+        # what the CPA lets 93252 send to us: its CanSend actions, whatever their case
+        assert channel.agrees_to("DIALOG_INNBYGGER_EKONTAKT") and channel.agrees_to("apprec")
+        assert not channel.agrees_to("EPIKRISE")
         assert events(logs) == ["cppa.agreement"]
         assert logs[0]["cpa_id"] == CPA_ID and logs[0]["my_her_id"] == "93238" and logs[0]["her_id"] == "93252"
         assert logs[0]["signing_certificate"] is True and logs[0]["encryption_certificate"] is True
@@ -103,6 +106,7 @@ class TestOrder:
             async with world(session, clock, register) as (resolver, requests):
                 channel = await resolver.resolve("93238", "93239")
         assert channel.source == "cpp" and channel.cpa_id is None
+        assert channel.sends is None and channel.agrees_to("EPIKRISE")  # no agreement: nothing to hold it to
         assert channel.queues == Queues("93239_async", "93239_sync", "93239_error")
         assert channel.encryption is not None and channel.signing is not None
         assert requests == ["Agreements/HerIds/93238/93239", "Profiles/93239"] and register.asked == []
