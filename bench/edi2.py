@@ -42,8 +42,8 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.edi2.dpop import Algorithm, SigningKey, dpop_proof  # noqa: E402
-from adapters.edi2.helseid import HelseIdClient  # noqa: E402
+from adapters.helseid.client import HelseIdClient  # noqa: E402
+from adapters.helseid.dpop import Algorithm, SigningKey, dpop_proof  # noqa: E402
 from bench.traffic import MUNICIPALITIES, message  # noqa: E402
 from gateway.cli.sim import build, load_sim_config  # noqa: E402
 from gateway.config import Settings, load_settings  # noqa: E402

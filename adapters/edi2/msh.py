@@ -1,7 +1,7 @@
 """A client of NHN's Meldingstjener REST API ("EDI 2.0"), API version 3 and the v2 profile.
 
 Every call carries the required headers (``api-version``, ``nhn-source-system``) and HelseID's DPoP-bound
-access token with a fresh proof (adapters/edi2/helseid.py). A 401 that asks for a DPoP nonce is answered
+access token with a fresh proof (adapters/helseid/client.py). A 401 that asks for a DPoP nonce is answered
 with one, any other 401 with one token refresh; then the call is tried once more. NHN's answers become the
 gateway's own errors (docs/edi2.md has the table):
 
@@ -32,8 +32,8 @@ import aiohttp
 
 from adapters.bodies import read_body, read_head
 from adapters.edi2 import msh_answers as answers
-from adapters.edi2.helseid import HelseIdClient, nonce_challenge
 from adapters.edi2.msh_answers import Notification, SentStatus
+from adapters.helseid.client import HelseIdClient
 from gateway.errors import (
     AuthenticationRefused,
     ChannelLocked,
@@ -247,11 +247,8 @@ class MshClient:
         for attempt in range(2):
             async with await self._open(method, url, params=params, data=data) as response:
                 if response.status == 401 and attempt == 0:
-                    nonce = nonce_challenge(response.status, response.headers)
-                    if nonce is not None:
-                        self.helseid.note_nonce(url, nonce)
-                    else:  # that token only: one another call got meanwhile is kept
-                        self.helseid.invalidate(response.request_info.headers.get("Authorization", "")[5:])
+                    authorization = response.request_info.headers.get("Authorization", "")
+                    self.helseid.refused(url, response.status, response.headers, authorization)
                     continue
                 if response.status == 401:
                     raise AuthenticationRefused(

@@ -28,11 +28,11 @@ import aiohttp
 
 from adapters.edi2.ar import AddressRegister, refusal
 from adapters.edi2.documents import as_utf8, read_own_apprec
-from adapters.edi2.dpop import SigningKey
 from adapters.edi2.follower import Follower
-from adapters.edi2.helseid import HelseIdClient
 from adapters.edi2.ledger import Ledger
 from adapters.edi2.msh import MshClient
+from adapters.helseid.client import HelseIdClient
+from adapters.helseid.dpop import SigningKey
 from gateway import __version__
 from gateway.errors import ChannelLocked, ConfigError, NotAuthorized
 from gateway.log import get_logger

@@ -20,9 +20,9 @@ from typing import Any
 
 import aiohttp
 
-from adapters.edi2.dpop import SigningKey
-from adapters.edi2.helseid import HelseIdClient
 from adapters.edi2.msh import MshClient
+from adapters.helseid.client import HelseIdClient
+from adapters.helseid.dpop import SigningKey
 from gateway.config import resource_dir
 from gateway.errors import ChannelLocked, GatewayError, PermanentDeliveryError, TransportError
 from gateway.model.apprec import read_apprec

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestServer
 from joserfc.jwk import RSAKey
 from multidict import CIMultiDictProxy
 
-from adapters.edi2.dpop import SigningKey
-from adapters.edi2.helseid import HelseIdClient
+from adapters.helseid.client import HelseIdClient
+from adapters.helseid.dpop import SigningKey
 from gateway.clock import ManualClock
 from gateway.testing.nhn.dpop_check import DpopAuthorizer
 from gateway.testing.nhn.helseid import HELSEID, FakeHelseId, HelseIdConfig, RegisteredClient, helseid_app

@@ -21,9 +21,9 @@ from typing import Any
 
 import aiohttp
 
-from adapters.edi2.dpop import SigningKey
-from adapters.edi2.helseid import HelseIdClient
 from adapters.edi2.msh import MshClient, SentStatus
+from adapters.helseid.client import HelseIdClient
+from adapters.helseid.dpop import SigningKey
 from gateway.config import PROJECT_ROOT
 from gateway.registry import Register, dump_register, load_register
 from gateway.testing.replay_processes import free_port, start, stop, toml_value, wait_answering

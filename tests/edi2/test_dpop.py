@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from joserfc import jws, jwt
 from joserfc.jwk import RSAKey
 
-from adapters.edi2.dpop import SigningKey, client_assertion, dpop_proof, htu_of
+from adapters.helseid.dpop import SigningKey, client_assertion, dpop_proof, htu_of
 from gateway.clock import ManualClock
 from gateway.errors import ConfigError, GatewayError
 from gateway.testing.nhn.dpop_check import NonceSource, ReplayCache, normal_url

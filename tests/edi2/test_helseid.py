@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from adapters.edi2.helseid import nonce_challenge
+from adapters.helseid.client import nonce_challenge
 from gateway.errors import AuthenticationRefused, TransportError
 from tests.edi2.helseid_harness import CLIENT_ID, HER_IDS, registered, running, signing_key
 

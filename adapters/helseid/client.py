@@ -1,7 +1,7 @@
-"""The HelseID client of the ``edi2`` adapter: DPoP-bound access tokens, and the headers of each API call.
+"""The HelseID client: DPoP-bound access tokens, and the headers of each API call.
 
 Client credentials with a ``private_key_jwt`` client assertion and DPoP (RFC 9449), as NHN's
-Meldingstjener demands (docs/edi2.md):
+Meldingstjener (docs/edi2.md) and CPPA service (docs/cppa.md) demand:
 
 - the token endpoint comes from OpenID discovery (``<issuer>/.well-known/openid-configuration``), read
   once; the document must name the issuer we were configured with;
@@ -38,14 +38,14 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from adapters.bodies import read_body
-from adapters.edi2.dpop import SigningKey, client_assertion, dpop_proof
+from adapters.helseid.dpop import SigningKey, client_assertion, dpop_proof
 from gateway.errors import AuthenticationRefused, TransportError
 from gateway.log import get_logger
 from gateway.transport import retry_after, retryable_status
 
 __all__ = ["DEFAULT_SCOPE", "HelseIdClient", "nonce_challenge"]
 
-log = get_logger("adapters.edi2.helseid")
+log = get_logger("adapters.helseid.client")
 
 DEFAULT_SCOPE: Final = "nhn:msh/api"
 _JWT_BEARER: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -141,6 +141,15 @@ class HelseIdClient:
     def note_nonce(self, url: str, nonce: str) -> None:
         """Remember the ``DPoP-Nonce`` an API server gave (for its origin); the next proofs carry it."""
         self._api_nonces[_origin(url)] = nonce
+
+    def refused(self, url: str, status: int, headers: Mapping[str, str], authorization: str) -> None:
+        """An API answered a call 401: remember the nonce it asks for, or else forget the token it refused
+        (``authorization``, the call's header) - either way the call is worth one more try, and only one."""
+        nonce = nonce_challenge(status, headers)
+        if nonce is not None:
+            self.note_nonce(url, nonce)
+        else:  # that token only: one another call got meanwhile is kept
+            self.invalidate(authorization.removeprefix("DPoP "))
 
     def invalidate(self, token: str | None = None) -> None:
         """Forget the cached token (after the API answered 401), so the next call gets a new one. With
