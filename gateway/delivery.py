@@ -272,7 +272,8 @@ class DeliveryWorker:
             raise PermanentDeliveryError(f"Message {m.id} has no document left to send (pruned).")
         body, content_type = claim.payload, "application/xml"
         if transport.carries == "cms":
-            await transport.prepare(m.sender_her or "", d.receiver_her)
+            if m.sender_her:  # (without one, protecting fails below and says why)
+                await transport.prepare(m.sender_her, d.receiver_her)
             body = await asyncio.to_thread(
                 self.protection.protect,
                 claim.payload,

@@ -205,6 +205,10 @@ class CertificateBook(Protocol):
 
     def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None: ...
 
+    def knows(self, her_id: str) -> bool:
+        """Whether ``her_id`` is a party whose certificates are wanted (a remote party of the register)."""
+        ...
+
 
 @dataclass(frozen=True)
 class TransportContext:

@@ -6,16 +6,23 @@ A CPP/CPA's certificates are handed to the gateway's CMS (``context.certificates
 each time a channel is looked up, so a party the region file pins no certificate for is signed to,
 encrypted to and verified with the certificates of its CPA (or CPP); a pinned one still wins. The register
 step has no certificates to add: the CMS layer already holds the region file's (or the dev PKI's).
+
+With ``helseid_url``, ``client_id`` and ``key_file`` set, the service is asked with HelseID's DPoP-bound token
+(scope ``nhn:cppa/access-with-dpop``, NHN's ``/v2/`` variant); the key is read when the transport is made.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 
 from adapters.amqp.settings import AmqpSettings
-from adapters.cppa.client import CppaClient
+from adapters.cppa.client import SCOPE, CppaClient
 from adapters.cppa.documents import Queues
 from adapters.cppa.resolver import Channel, ChannelResolver, RegisterCertificates
+from adapters.helseid.client import HelseIdClient
+from adapters.helseid.dpop import SigningKey
 from gateway.transport import CertificateBook
 
 __all__ = ["Channels"]
@@ -26,11 +33,15 @@ async def _region_file_certificates(_her_id: str) -> RegisterCertificates | None
 
 
 class Channels:
-    def __init__(self, settings: AmqpSettings, certificates: CertificateBook | None = None) -> None:
+    def __init__(
+        self, settings: AmqpSettings, certificates: CertificateBook | None = None, *, data_dir: str = ""
+    ) -> None:
         self.settings = settings
         self.certificates = certificates
         self._session: aiohttp.ClientSession | None = None
         self._resolver: ChannelResolver | None = None
+        # read now: a key that will not load stops the start, not the first lookup
+        self._key = SigningKey.from_file(Path(data_dir) / settings.key_file) if settings.key_file else None
 
     async def of(self, my_her_id: str, other_her_id: str) -> Channel:
         """The channel from one of ours to ``other_her_id``; its certificates, if any, go to the CMS."""
@@ -45,7 +56,14 @@ class Channels:
         if self._resolver is None:
             assert self.settings.cppa_url is not None
             self._session = aiohttp.ClientSession()
-            client = CppaClient(self.settings.cppa_url, session=self._session, timeout_s=self.settings.cppa_timeout_s)
+            helseid = None
+            if self._key is not None and self.settings.helseid_url and self.settings.client_id:
+                helseid = HelseIdClient(
+                    self.settings.helseid_url, self.settings.client_id, self._key, session=self._session, scope=SCOPE
+                )
+            client = CppaClient(
+                self.settings.cppa_url, session=self._session, auth=helseid, timeout_s=self.settings.cppa_timeout_s
+            )
             self._resolver = ChannelResolver(
                 client,
                 _region_file_certificates,

@@ -47,6 +47,12 @@ class AmqpSettings:
     cppa_cache_s: float = 300.0
     cppa_outage_cache_s: float = 30.0
     cppa_timeout_s: float = 10.0
+    #: the HelseID client that asks the CPPA service (NHN's ``/v2/`` takes DPoP-bound tokens with scope
+    #: ``nhn:cppa/access-with-dpop``): its issuer, id and private key file (in the data dir unless absolute),
+    #: as ``[adapters.edi2]`` names them; None: the service is asked without a token
+    helseid_url: str | None = None
+    client_id: str | None = None
+    key_file: str | None = None
 
     @classmethod
     def from_options(cls, opts: Mapping[str, Any]) -> AmqpSettings:
@@ -59,6 +65,9 @@ class AmqpSettings:
         fmt: Literal["v1", "v2"] = "v2" if address_format == "v2" else "v1"
         ttl = opts.get("ttl_s")
         listed = opts.get("her_ids")
+        helseid = [str(opts[name]) if opts.get(name) else None for name in ("helseid_url", "client_id", "key_file")]
+        if any(helseid) and not all(helseid):
+            raise ConfigError("[adapters.amqp] helseid_url, client_id and key_file go together (the CPPA's HelseID).")
         return cls(
             url=str(url),
             addresses=Addresses(str(opts.get("namespace", "")), fmt),
@@ -77,6 +86,9 @@ class AmqpSettings:
             cppa_cache_s=float(opts.get("cppa_cache_s", 300.0)),
             cppa_outage_cache_s=float(opts.get("cppa_outage_cache_s", 30.0)),
             cppa_timeout_s=float(opts.get("cppa_timeout_s", 10.0)),
+            helseid_url=helseid[0],
+            client_id=helseid[1],
+            key_file=helseid[2],
         )
 
     def reply_queue(self, her_id: str) -> str:

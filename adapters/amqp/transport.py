@@ -72,7 +72,7 @@ class AmqpTransport(Transport):
         # the local HER-ids whose queues this gateway reads: every local party's unless the settings name them
         self.her_ids = self.settings.her_ids if self.settings.her_ids is not None else self.context.local_her_ids
         self.bus = self.settings.bus()
-        self.channels = Channels(self.settings, self.context.certificates)
+        self.channels = Channels(self.settings, self.context.certificates, data_dir=self.context.data_dir)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
         self._receiving = Workers(self.settings.receive_concurrency)
@@ -207,6 +207,9 @@ class AmqpTransport(Transport):
         """The profile step of Helsenorge.Messaging's receive, before anything is decrypted: the sender's
         channel is looked up (its CPP/CPA certificates go to the CMS, to verify the signature with), and a CPA
         that does not let the sender send this kind of message refuses it (``transport:unsupported-message``)."""
+        book = self.context.certificates
+        if book is not None and not book.knows(packet.from_her):
+            return  # no party of the region's: not looked up (a peer choosing HER-ids costs NHN nothing)
         channel = await self.channels.of(packet.to_her, packet.from_her)
         if not channel.agrees_to(packet.subject):
             log.warning(

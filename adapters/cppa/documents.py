@@ -255,6 +255,7 @@ def _certificate(element: etree._Element, source: str) -> DocumentCertificate:
     try:
         der = base64.b64decode("".join(encoded.split()), validate=True)
         cert = x509.load_der_x509_certificate(der)
+        cert.public_key()  # a key type cryptography cannot load is refused here, not when the key is used
         purposes = _purposes(cert, cert_id)
     except Exception as exc:  # binascii.Error, cryptography's refusals (ValueError, DuplicateExtension, ...)
         raise CppaDocumentError(

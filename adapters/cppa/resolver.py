@@ -63,7 +63,8 @@ RegisterLookup = Callable[[str], Awaitable[RegisterCertificates | None]]
 class Channel:
     """How to reach ``her_id`` from ``my_her_id``: its queues, its certificates (None where no source has
     one), the CPA's id (None unless the channel comes from a CPA) and the actions (8279 Types) the CPA lets
-    ``her_id`` send (None: no CPA, or one that lists none - nothing to hold a message to)."""
+    ``her_id`` send, and the processes it sends in (None: no CPA, or one that lists none - nothing to hold
+    a message to)."""
 
     my_her_id: str
     her_id: str
@@ -76,7 +77,8 @@ class Channel:
 
     def agrees_to(self, action: str) -> bool:
         """Whether ``her_id`` may send us a message of ``action`` (the AMQP subject) under this channel:
-        always, unless a CPA lists what it sends and ``action`` is not among it (compared without case)."""
+        always, unless a CPA lists what it sends and ``action`` is none of its actions or processes
+        (compared without case)."""
         return self.sends is None or action.upper() in self.sends
 
     def certificates_valid(self, now: float) -> bool:
@@ -205,7 +207,8 @@ class ChannelResolver:
 
 def _from_party(my_her_id: str, her_id: str, party: Party, source: Source, cpa_id: str | None) -> Channel:
     """The channel to ``her_id`` - as asked, not as the document spells it (``093238`` is ``93238``)."""
-    sends = frozenset(action.upper() for role in party.roles for action in role.sends)
+    # the actions it sends, and the processes it sends in (Helsenorge.Messaging finds a message by either)
+    sends = frozenset(name.upper() for role in party.roles if role.sends for name in (*role.sends, role.process))
     return Channel(
         my_her_id=my_her_id,
         her_id=her_id,

@@ -139,6 +139,7 @@ class SyncPipeline:
                 async with asyncio.timeout_at(deadline):
                     await transport.prepare(sender.her_id, route.receiver_her)
             except TimeoutError:
+                log.warning("sync.failed", code=SyncTimeout.event, sender=sender.her_id, receiver=route.receiver_her)
                 raise SyncTimeout(f"The request to {route.receiver_her} could not be prepared in time.") from None
             body = await asyncio.to_thread(
                 self.protection.protect,

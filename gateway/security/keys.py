@@ -8,8 +8,8 @@ A missing dev-layout file is only recorded; using it raises KeyUnavailable namin
 
 A remote party the files give no certificate for can have its certificates *learned* while the gateway
 runs: a transport that finds them in the party's CPP/CPA (the amqp transport, docs/cppa.md) hands them to
-:meth:`KeyStore.learn`. A file always wins over a learned certificate (the region file pins), and a learned
-one gets the same trust checks as any other, each time it is used.
+:meth:`KeyStore.learn` (kept by learned.py). A file always wins over a learned certificate (the region file
+pins), and a learned one gets the same trust checks as any other, each time it is used.
 """
 
 from __future__ import annotations
@@ -26,10 +26,14 @@ from gateway.errors import ConfigError, KeyUnavailable
 from gateway.log import get_logger
 from gateway.registry import Party, Register
 from gateway.security.certs import CertRef, load_certificate_file
+from gateway.security.learned import LearnedCertificates
 
 __all__ = ["DEV_FILES", "CertificateInfo", "KeyPair", "KeyStore", "PartyKeys", "load_private_key"]
 
 log = get_logger("gateway.security.keys")
+
+#: certificates not learned that were said so (log lines), remembered to be said once; forgotten all at once
+_SAID_KEPT = 10_000
 
 #: File names of the dev PKI layout, ``pki/<her-id>/<name>``, by the register's certificate field.
 DEV_FILES = {
@@ -76,6 +80,7 @@ class PartyKeys:
     her_id: str
     local: bool
     sign_cert: CertRef | None = None
+    organisation: str = ""  # the HER-id of the party's organisation (parties of one may share a certificate)
     enc_cert: CertRef | None = None
     previous_enc_cert: CertRef | None = None
     signer: KeyPair | None = None
@@ -144,6 +149,7 @@ def _load_party(party: Party, pki_dir: Path, *, with_keys: bool) -> PartyKeys:
         return PartyKeys(
             party.her_id,
             party.local,
+            organisation=party.organisation.her_id,
             sign_cert=files.cert("sign_cert"),
             enc_cert=files.cert("enc_cert"),
             missing=tuple(files.missing),
@@ -155,6 +161,7 @@ def _load_party(party: Party, pki_dir: Path, *, with_keys: bool) -> PartyKeys:
     return PartyKeys(
         party.her_id,
         party.local,
+        organisation=party.organisation.her_id,
         sign_cert=sign_cert,
         enc_cert=enc_cert,
         previous_enc_cert=previous.ref if previous else None,
@@ -174,10 +181,9 @@ class KeyStore:
         for keys in parties.values():
             if keys.sign_cert is not None:
                 self._signers[keys.sign_cert.identity()] = keys.her_id
-        # certificates of remote parties learned from a transport's source (a CPP/CPA), by HER-id; each entry
-        # is replaced whole, so a reader in another thread sees the old pair or the new one
-        self._learned: dict[str, _Learned] = {}
-        self._overruled: set[tuple[str, str, bytes]] = set()  # (her, role, fingerprint) said once
+        # certificates of remote parties learned from a transport's source (a CPP/CPA)
+        self._learned = LearnedCertificates()
+        self._said: set[tuple[str, str, bytes]] = set()  # (her, role, fingerprint) not learned, and said so
 
     @classmethod
     def load(cls, register: Register, pki_dir: Path, *, private_keys_for: Collection[str] | None = None) -> KeyStore:
@@ -207,58 +213,52 @@ class KeyStore:
         return keys
 
     def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None:
-        """Take ``her_id``'s certificates from a transport's source (its CPP/CPA) where the files give none.
+        """Take ``her_id``'s certificates from a transport's source (its CPP/CPA) where the files give none
+        (learned.py keeps them).
 
-        A party outside the register, or a local party (whose certificates are ours), learns nothing; a
-        certificate not given keeps what was learned before, and a signing certificate that is another party's
-        is refused. Each change is logged with where it came from, and a certificate the files pin over once
-        per certificate."""
+        A party outside the register, or a local party (whose certificates are ours), learns nothing; a role
+        a file pins learns nothing either (a certificate offered over it is said once); a signing
+        certificate that is a party's of another organisation, or whose key cannot be read, is refused."""
         keys = self._parties.get(her_id)
         if keys is None or keys.local:
             return
-        owner = self._signers.get(signing.identity()) if signing is not None else None
-        if signing is not None and owner not in (None, her_id):  # another party's: never two owners of one
-            log.error(
-                "security.certificate_conflict",
-                code="security.certificate_conflict",
-                her_id=her_id,
-                owner=owner,
-                certificate=signing.describe(),
-            )
+        if signing is not None and (keys.sign_cert is not None or not self._may_sign_for(keys, signing)):
+            self._pinned_over(keys, "sign", keys.sign_cert, signing)
             signing = None
-        before = self._learned.get(her_id, _Learned(None, None))
-        after = _Learned(
-            self._take(her_id, "sign", keys.sign_cert, signing, before.signing),
-            self._take(her_id, "encrypt", keys.enc_cert, encryption, before.encryption),
-        )
-        if after == before:
-            return
-        if after.signing is not None:
-            self._signers[after.signing.identity()] = her_id
-        self._learned[her_id] = after
-        if before.signing is not None and before.signing != after.signing:
-            self._signers.pop(before.signing.identity(), None)
+        if encryption is not None and keys.enc_cert is not None:
+            self._pinned_over(keys, "encrypt", keys.enc_cert, encryption)
+            encryption = None
+        self._learned.offer(her_id, signing=signing, encryption=encryption)
 
-    def _take(
-        self, her_id: str, role: str, pinned: CertRef | None, offered: CertRef | None, learned: CertRef | None
-    ) -> CertRef | None:
-        """The certificate to keep learned for one role: the one offered, unless a file pins the role."""
-        if offered is None or _same(offered, learned):
-            return learned
-        if pinned is not None:
-            if not _same(offered, pinned) and (her_id, role, offered.fingerprint) not in self._overruled:
-                self._overruled.add((her_id, role, offered.fingerprint))
-                log.warning(
-                    "security.certificate_pinned",
-                    code="security.certificate_pinned",
-                    her_id=her_id,
-                    role=role,
-                    pinned=pinned.describe(),
-                    offered=offered.describe(),
-                )
-            return None
-        log.info("security.certificate_learned", her_id=her_id, role=role, certificate=offered.describe())
-        return offered
+    def _may_sign_for(self, keys: PartyKeys, ref: CertRef) -> bool:
+        """Whether ``ref`` may be learned as ``keys``' signing certificate: its key readable, and no party of
+        another organisation's (one enterprise certificate often serves several HER-ids of one organisation)."""
+        try:
+            identity = ref.identity()
+        except Exception:  # a key type cryptography cannot load: unusable, never a stuck channel
+            self._say_once(keys.her_id, "sign", ref, "security.certificate_unusable", "its public key cannot be read")
+            return False
+        owner = self._signers.get(identity) or self._learned.owner(identity)
+        if owner is None or owner == keys.her_id or self._parties[owner].organisation == keys.organisation:
+            return True
+        self._say_once(keys.her_id, "sign", ref, "security.certificate_conflict", f"it is party {owner}'s")
+        return False
+
+    def _pinned_over(self, keys: PartyKeys, role: str, pinned: CertRef | None, offered: CertRef) -> None:
+        if pinned is not None and pinned.fingerprint != offered.fingerprint:
+            self._say_once(keys.her_id, role, offered, "security.certificate_pinned", f"{pinned.describe()} is pinned")
+
+    def _say_once(self, her_id: str, role: str, ref: CertRef, code: str, why: str) -> None:
+        """A certificate not learned, said once per party, role and certificate (a source offers it again
+        at every lookup)."""
+        key = (her_id, role, ref.fingerprint)
+        if key in self._said:
+            return
+        if len(self._said) >= _SAID_KEPT:
+            self._said.clear()
+        self._said.add(key)
+        level = log.warning if code == "security.certificate_pinned" else log.error
+        level(code, code=code, her_id=her_id, role=role, certificate=ref.describe(), reason=why)
 
     def signer(self, her_id: str) -> KeyPair:
         """The signing certificate and key of a local party."""
@@ -281,55 +281,62 @@ class KeyStore:
         return keys.decryptors
 
     def encryption_cert(self, her_id: str) -> CertRef:
-        """The certificate messages to ``her_id`` are encrypted to."""
+        """The certificate messages to ``her_id`` are encrypted to: the file's, or the newest learned."""
         keys = self._party(her_id)
-        learned = self._learned.get(her_id)
-        certificate = keys.enc_cert or (learned.encryption if learned else None)
+        certificate = keys.enc_cert or next(iter(self._learned.of(her_id).encryption), None)
         if certificate is None:
             raise KeyUnavailable(_missing(keys, f"encryption certificate for {her_id}"))
         return certificate
 
     def signing_cert(self, her_id: str) -> CertRef | None:
-        """The registered (or learned) signing certificate of ``her_id`` (None when there is none)."""
+        """The registered signing certificate of ``her_id``: the file's, or the newest learned (None: none)."""
         keys = self._parties.get(her_id)
         if keys is None:
             return None
-        learned = self._learned.get(her_id)
-        return keys.sign_cert or (learned.signing if learned else None)
+        return keys.sign_cert or next(iter(self._learned.of(her_id).signing), None)
+
+    def knows(self, her_id: str) -> bool:
+        """Whether ``her_id`` is a remote party of the register (whose certificates a source may give)."""
+        keys = self._parties.get(her_id)
+        return keys is not None and not keys.local
+
+    def verifiers(self, her_id: str) -> list[CertRef]:
+        """The certificates a signature by ``her_id`` is verified with: the file's, or the learned ones (the
+        newest and the one it replaced). Empty for a party outside the register, or a local one without;
+        :class:`KeyUnavailable` for a remote party none is known for yet - its packets wait, nothing is
+        wrong with them (its CPP/CPA could not be had, say)."""
+        keys = self._parties.get(her_id)
+        if keys is None:
+            return []
+        if keys.sign_cert is not None:
+            return [keys.sign_cert]
+        learned = list(self._learned.of(her_id).signing)
+        if not learned and not keys.local:
+            raise KeyUnavailable(_missing(keys, f"signing certificate for {her_id}"))
+        return learned
 
     def signing_certs(self) -> list[CertRef]:
-        """Every party's registered (or learned) signing certificate."""
-        return [ref for ref in map(self.signing_cert, self._parties) if ref is not None]
+        """Every party's registered (or learned) signing certificates."""
+        pinned = [keys.sign_cert for keys in self._parties.values() if keys.sign_cert is not None]
+        return pinned + [ref for her in self._learned.parties() for ref in self._learned.of(her).signing]
 
     def owner_of_signing_cert(self, ref: CertRef) -> str | None:
-        """The party whose registered signing certificate ``ref`` is (by issuer, serial and key)."""
-        return self._signers.get(ref.identity())
+        """The party whose registered (or learned) signing certificate ``ref`` is (by issuer, serial and key)."""
+        identity = ref.identity()
+        return self._signers.get(identity) or self._learned.owner(identity)
 
     def certificates(self) -> list[CertificateInfo]:
         """Every party certificate held, with its expiry."""
-        out = []
+        out: list[CertificateInfo] = []
         for keys in self._parties.values():
-            learned = self._learned.get(keys.her_id, _Learned(None, None))
-            for role, ref in (
-                ("sign", keys.sign_cert or learned.signing),
-                ("encrypt", keys.enc_cert or learned.encryption),
-                ("previous-encrypt", keys.previous_enc_cert),
+            learned = self._learned.of(keys.her_id)
+            for role, refs in (
+                ("sign", (keys.sign_cert,) if keys.sign_cert else learned.signing),
+                ("encrypt", (keys.enc_cert,) if keys.enc_cert else learned.encryption),
+                ("previous-encrypt", (keys.previous_enc_cert,)),
             ):
-                if ref is not None:
-                    out.append(CertificateInfo.of(ref, her_id=keys.her_id, role=role))
+                out.extend(CertificateInfo.of(ref, her_id=keys.her_id, role=role) for ref in refs if ref is not None)
         return out
-
-
-@dataclass(frozen=True)
-class _Learned:
-    """A remote party's certificates as a transport's source gave them (None: not given, or pinned)."""
-
-    signing: CertRef | None
-    encryption: CertRef | None
-
-
-def _same(a: CertRef | None, b: CertRef | None) -> bool:
-    return a is not None and b is not None and a.fingerprint == b.fingerprint
 
 
 def _missing(keys: PartyKeys, what: str) -> str:

@@ -72,6 +72,8 @@ class MessageProtection(Protocol):
 
     def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None: ...
 
+    def knows(self, her_id: str) -> bool: ...
+
     def crl_status(self) -> list[CrlStatus]: ...
 
     async def refresh_crls(self, fetch: Fetcher) -> None: ...
@@ -95,6 +97,9 @@ class NoProtection:
 
     def learn(self, her_id: str, *, signing: CertRef | None, encryption: CertRef | None) -> None:
         return None
+
+    def knows(self, her_id: str) -> bool:
+        return True  # every claimed sender is taken at its word
 
     def crl_status(self) -> list[CrlStatus]:
         return []
@@ -166,12 +171,12 @@ class SignThenEncrypt:
         any other certificate is spoofing and never answered, so nobody can make this gateway send signed
         S02 AppRecs to a party of its choice with a self-made certificate. Only the sender's own
         certificate failing trust is S02/S03, on :attr:`Verified.untrusted`."""
-        registered = self.keys.signing_cert(claimed_sender_her)
-        if registered is None:  # refused before any private-key operation: nothing it sends can verify
+        registered = self.keys.verifiers(claimed_sender_her)  # KeyUnavailable: one not known yet, the packet waits
+        if not registered:  # refused before any private-key operation: nothing it sends can verify
             raise SpoofingDetected(f"No signing certificate is registered for the claimed sender {claimed_sender_her}.")
         inner, used = self._decrypt(packet, receiver_her)
         try:
-            signed = cms_verify.verify(inner, signers=[registered])
+            signed = cms_verify.verify(inner, signers=registered)
         except InvalidCms:  # garbage after decryption: as any other decryption failure (no padding oracle)
             raise cms_decrypt.decryption_failed(receiver_her, "the decrypted content is not a SignedData") from None
         except SpoofingDetected as exc:
@@ -240,6 +245,10 @@ class SignThenEncrypt:
         """A remote party's certificates from a transport's source (its CPP/CPA), where the files give none
         (:meth:`KeyStore.learn`); they are checked for trust like any other, each time they are used."""
         self.keys.learn(her_id, signing=signing, encryption=encryption)
+
+    def knows(self, her_id: str) -> bool:
+        """Whether ``her_id`` is a remote party of the register: whose certificates a source may give."""
+        return self.keys.knows(her_id)
 
     def crl_status(self) -> list[CrlStatus]:
         return self.trust.crls.status()

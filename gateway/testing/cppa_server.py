@@ -11,8 +11,11 @@ same path (the folder has several CPAs for 93238 and 93252), the first by file n
 choose. NHN's empty ``xsi:nil`` placeholders serve no HER-id. The files are read from ``../shared`` when
 the documents are loaded and never copied into the project: their licence stays with them there.
 
-Like the real service it wants ``Accept`` to allow XML (406 otherwise) and, when the app is made with a
-``token``, ``Authorization: Bearer <token>`` (401 otherwise). :class:`CppaControl` lets a test make it fail
+Like the real service it wants ``Accept`` to allow XML (406 otherwise) and, when the app is made with an
+``authorizer``, a request that passes it: NHN's DPoP variant (``/v2/``) takes HelseID's DPoP-bound tokens with
+scope ``nhn:cppa/access-with-dpop``, which :class:`~gateway.testing.nhn.dpop_check.DpopAuthorizer` checks as
+it does for the Meldingstjener (token signature, issuer, audience ``nhn:cppa``, scope, proof, nonce; 401
+otherwise). :class:`CppaControl` lets a test make it fail
 (``fail_status`` 503, say, with a ``Retry-After``), answer slowly, or answer a path with bytes of its own (a
 hostile document). The CPPA names are written out here again rather than imported from the client
 (adapters/cppa): a wrong name in the client must fail the tests, not be shared by both sides.
@@ -21,7 +24,6 @@ hostile document). The CPPA names are written out here again rather than importe
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from typing import Final
 from aiohttp import web
 
 from gateway.config import PROJECT_ROOT
+from gateway.testing.nhn.principal import Authorizer
 from gateway.xml import parse
 
 __all__ = [
@@ -114,11 +117,11 @@ def load_documents(files: Iterable[Path] | None = None, *, shared: Path | None =
 def cppa_app(
     documents: CppaDocuments | None = None,
     *,
-    token: str | None = None,
+    authorizer: Authorizer | None = None,
     prefix: str = "/",
     control: CppaControl | None = None,
 ) -> web.Application:
-    """The double. ``token``: the bearer token it wants (None: no auth). ``prefix``: the base path
+    """The double. ``authorizer``: what every request must pass (None: no auth). ``prefix``: the base path
     (``/v2/`` for NHN's DPoP variant)."""
     if not prefix.startswith("/") or not prefix.endswith("/"):
         raise ValueError("The prefix starts and ends with '/'.")
@@ -128,15 +131,15 @@ def cppa_app(
     app[CONTROL] = control or CppaControl()
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return await _handle(request, token)
+        if authorizer is not None:
+            await authorizer(request)  # a refusal is a web.HTTPUnauthorized, sent as it is
+        return await _handle(request)
 
     app.router.add_get(prefix + "{path:.*}", handle)
     return app
 
 
-async def _handle(request: web.Request, token: str | None) -> web.StreamResponse:
-    if token is not None and not _authorised(request.headers.get("Authorization", ""), token):
-        return web.Response(status=401, text="401 Unauthorized", headers={"WWW-Authenticate": "Bearer"})
+async def _handle(request: web.Request) -> web.StreamResponse:
     if not accepts_xml(request.headers.get("Accept")):
         return web.Response(status=406, text="This service answers application/xml only.")
     path = request.match_info["path"]
@@ -183,11 +186,6 @@ def accepts_xml(header: str | None) -> bool:
         if media in _XML_TYPES and acceptable:
             return True
     return False
-
-
-def _authorised(header: str, token: str) -> bool:
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 @asynccontextmanager

@@ -4,19 +4,24 @@ service down the message still goes, to the default queue and without ``cpaId`` 
 
 from __future__ import annotations
 
+import json
 import uuid
+from pathlib import Path
 
 import pytest
 
+from adapters.amqp.channels import Channels
 from adapters.amqp.fields import CMS_CONTENT_TYPE
 from adapters.amqp.settings import AmqpSettings
 from adapters.amqp.transport import AmqpTransport
 from gateway.errors import ConfigError
-from gateway.testing.cppa_server import CONTROL, cppa_app, cppa_dir, running
+from gateway.testing.cppa_server import CONTROL, REQUESTS, cppa_app, cppa_dir, running
 from gateway.testing.rabbit import Broker
 from gateway.transport import MemoryState, Packet, TransportContext
 
 from ..conftest import require_shared
+from ..cppa.helseid_protected import protected
+from ..edi2.helseid_harness import CLIENT_ID, rsa_key
 from .amqp_region import bus_options, new_bus
 from .raw import take
 
@@ -74,3 +79,36 @@ def test_a_wrong_cppa_url_stops_the_start_not_each_send() -> None:
     for wrong in ("cppa.test.grunndata.nhn.no", "https://user:pw@cppa.test/", "https://cppa.test/?x=1"):
         with pytest.raises(ConfigError):
             AmqpSettings.from_options({"url": "amqp://127.0.0.1:5672", "cppa_url": wrong})
+
+
+async def test_the_cppa_service_is_asked_with_helseids_dpop_token(tmp_path: Path) -> None:
+    """NHN's /v2/ variant: the transport's channels ask with the HelseID client the settings name."""
+    (tmp_path / "helseid.jwk").write_text(json.dumps(rsa_key("client").as_dict(private=True)), encoding="utf-8")
+    async with protected() as world:
+        settings = AmqpSettings.from_options(
+            {
+                "url": "amqp://127.0.0.1:5672",
+                "cppa_url": world.url,
+                "helseid_url": world.issuer,
+                "client_id": CLIENT_ID,
+                "key_file": "helseid.jwk",
+            }
+        )
+        channels = Channels(settings, data_dir=str(tmp_path))
+        try:
+            channel = await channels.of(OURS, THEIRS)
+        finally:
+            await channels.aclose()
+    assert channel.source == "cpa" and channel.cpa_id == CPA_ID
+    assert world.helseid.tokens_issued == 1 and world.app[REQUESTS] == [f"Agreements/HerIds/{OURS}/{THEIRS}"]
+
+
+def test_the_cppa_helseid_settings_go_together_and_the_key_must_load(tmp_path: Path) -> None:
+    base = {"url": "amqp://127.0.0.1:5672", "cppa_url": "https://cppa.test.grunndata.nhn.no/v2/"}
+    with pytest.raises(ConfigError, match="go together"):
+        AmqpSettings.from_options({**base, "helseid_url": "https://helseid-sts.test.nhn.no"})
+    settings = AmqpSettings.from_options(
+        {**base, "helseid_url": "https://helseid-sts.test.nhn.no", "client_id": "c", "key_file": "missing.jwk"}
+    )
+    with pytest.raises(ConfigError, match=r"missing\.jwk"):  # at start, not at the first lookup
+        Channels(settings, data_dir=str(tmp_path))

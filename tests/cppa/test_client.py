@@ -1,5 +1,5 @@
 """The CPPA client against the test double on a real loopback port: the two calls, what each answer becomes
-(document, none, retryable failure, refused document), the bearer token, the size cap and the timeout."""
+(document, none, retryable failure, refused document), HelseID's DPoP token, the size cap and the timeout."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from gateway.testing.cppa_server import (
 )
 
 from .conftest import shared_file
-
-TOKEN = "eyJ0ZXN0IjoidG9rZW4ifQ.c2VjcmV0"
+from .helseid_protected import protected
 
 
 class TestCalls:
@@ -90,38 +89,37 @@ class TestCalls:
                 await client.agreement("93238", bad)
 
 
-class TestToken:
-    async def test_bearer_sync_and_async(self, session: aiohttp.ClientSession) -> None:
-        async def async_token() -> str:
-            return TOKEN
+class TestHelseId:
+    """NHN's DPoP variant: HelseID's token bound to the client's key, a fresh proof per call, the service's own
+    DPoP nonce answered (401 use_dpop_nonce, then once more), a refused token renewed once."""
 
-        async with running(cppa_app(token=TOKEN)) as url:
-            for source in (lambda: TOKEN, async_token):
-                assert await CppaClient(url, session=session, token=source).profile("93238") is not None
+    async def test_a_dpop_bound_token_and_the_services_nonce(self, session: aiohttp.ClientSession) -> None:
+        async with protected() as world:
+            client = CppaClient(world.url, session=session, auth=world.client(session))
+            assert await client.profile("93238") is not None  # first asked without the nonce: 401, then with it
+            assert await client.agreement("93238", "93252") is not None
+        assert world.app[REQUESTS] == ["Profiles/93238", "Agreements/HerIds/93238/93252"]
+        assert world.helseid.tokens_issued == 1
 
-    async def test_missing_or_wrong_token(self, session: aiohttp.ClientSession) -> None:
-        app = cppa_app(token=TOKEN)
-        async with running(app) as url:
-            for client in (CppaClient(url, session=session), CppaClient(url, session=session, token=lambda: "wrong")):
-                with pytest.raises(CppaAccessRefused) as caught:
-                    await client.profile("93238")
-                assert caught.value.retryable and caught.value.event == "cppa.refused"
-                assert "401" in caught.value.message and TOKEN not in caught.value.message
-        assert app[REQUESTS] == []  # refused before anything was looked up
-
-    async def test_a_token_source_that_fails(self, session: aiohttp.ClientSession) -> None:
-        def failing() -> str:
-            raise TransportError("HelseID did not answer", retry_after_s=5)
-
-        async with running(cppa_app(token=TOKEN)) as url:
+    async def test_a_token_for_another_api_is_refused_after_one_renewal(self, session: aiohttp.ClientSession) -> None:
+        async with protected(scopes=frozenset({"nhn:msh/api"})) as world:
+            client = CppaClient(world.url, session=session, auth=world.client(session, scope="nhn:msh/api"))
             with pytest.raises(CppaAccessRefused) as caught:
-                await CppaClient(url, session=session, token=failing).profile("93238")
-            assert caught.value.retry_after_s == 5
-            with pytest.raises(CppaAccessRefused):
-                await CppaClient(url, session=session, token=lambda: "two words").profile("93238")
+                await client.profile("93238")
+        assert caught.value.retryable and caught.value.event == "cppa.refused"
+        assert "401" in caught.value.message and "nhn:cppa/access-with-dpop" in caught.value.message
+        assert "eyJ" not in caught.value.message  # no token, no proof
+        assert world.app[REQUESTS] == [] and world.helseid.tokens_issued == 2
 
-    def test_token_not_in_repr(self, session: aiohttp.ClientSession) -> None:
-        assert TOKEN not in repr(CppaClient("https://cppa.example/", session=session, token=lambda: TOKEN))
+    async def test_no_token_to_be_had(self, session: aiohttp.ClientSession) -> None:
+        async with protected() as world:
+            stranger = CppaClient(world.url, session=session, auth=world.client(session, client_id="stranger"))
+            with pytest.raises(CppaAccessRefused, match="No access token for the CPPA service"):
+                await stranger.profile("93238")
+            without = CppaClient(world.url, session=session)
+            with pytest.raises(CppaAccessRefused, match="HTTP 401"):
+                await without.profile("93238")
+        assert world.app[REQUESTS] == []  # refused before anything was looked up
 
 
 class TestFailures:

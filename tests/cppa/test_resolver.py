@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from adapters.cppa.client import CppaClient, CppaUnavailable
@@ -24,6 +25,7 @@ from gateway.clock import ManualClock
 from gateway.errors import TransportError
 from gateway.security.certs import CertRef
 from gateway.testing.cppa_server import REQUESTS, CppaControl, cppa_app, load_documents, running
+from gateway.testing.nhn.principal import Principal
 
 from .conftest import shared_file
 
@@ -180,10 +182,13 @@ class TestServiceDown:
         assert channel.source == "register" and register.asked == ["93252"]
         assert events(logs) == ["cppa.unreachable", "cppa.unreachable", "cppa.fallback_register"]
 
-    async def test_refused_token_falls_through(self, session: aiohttp.ClientSession, clock: ManualClock) -> None:
-        app = cppa_app(load_documents([shared_file(name) for name in SERVED]), token="right")
+    async def test_refused_access_falls_through(self, session: aiohttp.ClientSession, clock: ManualClock) -> None:
+        async def refuse(_request: web.Request) -> Principal:
+            raise web.HTTPUnauthorized(text="no token")
+
+        app = cppa_app(load_documents([shared_file(name) for name in SERVED]), authorizer=refuse)
         async with running(app) as url:
-            client = CppaClient(url, session=session, token=lambda: "wrong")
+            client = CppaClient(url, session=session)
             with capture_logs() as logs:
                 channel = await ChannelResolver(client, Register(), clock=clock).resolve("93238", "93252")
         assert channel.source == "register"

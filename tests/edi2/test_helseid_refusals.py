@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from joserfc import jwt
 
-from adapters.edi2.dpop import client_assertion, dpop_proof
+from adapters.helseid.dpop import client_assertion, dpop_proof
 from tests.edi2.helseid_harness import CLIENT_ID, Answer, Harness, registered, rsa_key, running, signing_key
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -327,8 +327,10 @@ class TestApi:
     async def test_wrong_audience_and_scope(self) -> None:
         async with running(api_audience="nhn:other") as h:
             denied(await h.call(h.client()), "invalid_token", "audience")
-        async with running(registered(scopes=frozenset({"nhn:other/api"}))) as h:
-            denied(await h.call(h.client(scope="nhn:other/api")), "invalid_token", "scope")
+        async with running(registered(scopes=frozenset({"nhn:other/api"}))) as h:  # a token for another API
+            denied(await h.call(h.client(scope="nhn:other/api")), "invalid_token", "audience")
+        async with running(registered(scopes=frozenset({"nhn:msh/other"}))) as h:  # the API's, another scope
+            denied(await h.call(h.client(scope="nhn:msh/other")), "invalid_token", "scope")
 
     async def test_api_nonce_demanded_and_rotated(self) -> None:
         """A server that wants nonces: none → 401 use_dpop_nonce with DPoP-Nonce; a stale one likewise."""

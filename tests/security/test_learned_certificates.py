@@ -5,19 +5,23 @@ certificate the region file (or the dev layout) pins, nor for a local party."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from structlog.testing import capture_logs
 
 from gateway.errors import CertificateUntrusted, KeyUnavailable, SpoofingDetected
 from gateway.security import cms_decrypt
 from gateway.security.certs import CertRef, load_certificate_file
 from gateway.security.devpki import DevCa
-from gateway.security.keys import KeyPair, load_private_key
+from gateway.security.keys import KeyPair, KeyStore, load_private_key
 from gateway.security.protection import SignThenEncrypt
 
-from .conftest import FROYA, STOLAV, XML, World, seal
+from .conftest import FROYA, PARTIES, STOLAV, XML, World, make_register, seal
 
 
 def _unpin(world: World, tmp_path: Path) -> tuple[SignThenEncrypt, KeyPair, KeyPair]:
@@ -41,8 +45,9 @@ def test_a_learned_pair_signs_encrypts_and_verifies_as_a_pinned_one(world: World
     packet = seal(XML, sign, froya.ref)
     with pytest.raises(KeyUnavailable, match="no CPP/CPA has given one"):
         protection.protect(XML, sender_her=FROYA, receiver_her=STOLAV)
-    with pytest.raises(SpoofingDetected):  # no certificate to verify with: refused before any key is used
-        protection.open(packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
+    # nothing to verify with yet (its CPP/CPA could not be had, say): the packet waits, before any key is used
+    with pytest.raises(KeyUnavailable, match="signing certificate for 7200101"):
+        protection.unprotect(packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
 
     with capture_logs() as logs:
         protection.learn(STOLAV, signing=_from_cpa(sign.ref), encryption=_from_cpa(enc.ref))
@@ -60,22 +65,57 @@ def test_a_learned_pair_signs_encrypts_and_verifies_as_a_pinned_one(world: World
     assert held[(STOLAV, "sign")].startswith("CPA test-cpa")
 
 
-def test_a_changed_signing_certificate_replaces_the_old_one(world: World, tmp_path: Path) -> None:
+def test_a_renewed_signing_certificate_is_taken_beside_the_one_it_replaces(world: World, tmp_path: Path) -> None:
+    """While a party's certificate is renewed one CPA may name the new one and another the old: both verify,
+    until a third pushes the oldest out."""
     protection, sign, enc = _unpin(world, tmp_path)
     protection.learn(STOLAV, signing=_from_cpa(sign.ref), encryption=_from_cpa(enc.ref))
     froya = world.pair(FROYA, "enc")
-    old_packet = seal(XML, sign, froya.ref)
-    new_cert, new_key = DevCa.load(world.pki).issue(sign.ref.cert.subject, purpose="sign")
-    renewed = KeyPair(CertRef(new_cert, "renewed"), new_key)
+    ca = DevCa.load(world.pki)
 
-    protection.learn(STOLAV, signing=_from_cpa(renewed.ref), encryption=None)  # encryption: kept as it was
+    def renewed() -> KeyPair:
+        cert, key = ca.issue(sign.ref.cert.subject, purpose="sign")
+        return KeyPair(CertRef(cert, "renewed"), key)
 
-    assert protection.open(seal(XML, renewed, froya.ref), receiver_her=FROYA, claimed_sender_her=STOLAV).content == XML
-    with pytest.raises(SpoofingDetected):
-        protection.open(old_packet, receiver_her=FROYA, claimed_sender_her=STOLAV)
-    assert protection.keys.owner_of_signing_cert(sign.ref) is None
-    assert protection.keys.owner_of_signing_cert(renewed.ref) == STOLAV
+    second, third = renewed(), renewed()
+    with capture_logs() as logs:
+        protection.learn(STOLAV, signing=_from_cpa(second.ref), encryption=None)  # encryption: kept as it was
+        protection.learn(STOLAV, signing=_from_cpa(sign.ref), encryption=None)  # another CPA, still the old one
+    assert [e["event"] for e in logs] == ["security.certificate_learned"]  # the old one again is no news
+    for signer in (sign, second):
+        opened = protection.open(seal(XML, signer, froya.ref), receiver_her=FROYA, claimed_sender_her=STOLAV)
+        assert opened.content == XML
     assert protection.keys.encryption_cert(STOLAV).fingerprint == enc.ref.fingerprint
+
+    protection.learn(STOLAV, signing=_from_cpa(third.ref), encryption=None)
+    assert protection.open(seal(XML, third, froya.ref), receiver_her=FROYA, claimed_sender_her=STOLAV).content == XML
+    with pytest.raises(SpoofingDetected):  # second was the oldest of the kept two when third came
+        protection.open(seal(XML, second, froya.ref), receiver_her=FROYA, claimed_sender_her=STOLAV)
+    assert protection.keys.owner_of_signing_cert(second.ref) is None
+    assert protection.keys.owner_of_signing_cert(third.ref) == STOLAV
+
+
+def test_the_same_certificate_in_another_encoding_keeps_its_owner(world: World, tmp_path: Path) -> None:
+    """Issuer, serial and key the same, the bytes not (another validity): one certificate to the signer index."""
+    protection, sign, _enc = _unpin(world, tmp_path)
+    ca = DevCa.load(world.pki)
+    cert = sign.ref.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc - timedelta(days=1))
+    )
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    other = CertRef(builder.sign(ca.key, hashes.SHA256()), "")
+    assert other.fingerprint != sign.ref.fingerprint and other.identity() == sign.ref.identity()
+    protection.learn(STOLAV, signing=_from_cpa(sign.ref), encryption=None)
+    protection.learn(STOLAV, signing=_from_cpa(other), encryption=None)
+    assert protection.keys.owner_of_signing_cert(sign.ref) == STOLAV
 
 
 def test_a_learned_certificate_from_an_untrusted_issuer_is_not_used(world: World, tmp_path: Path) -> None:
@@ -98,17 +138,31 @@ def test_a_pinned_certificate_wins_and_the_difference_is_said_once(world: World)
     assert protection.keys.encryption_cert(STOLAV) == pinned
 
 
-def test_another_partys_signing_certificate_is_not_learned(world: World, tmp_path: Path) -> None:
+def test_another_organisations_signing_certificate_is_not_learned(world: World, tmp_path: Path) -> None:
     """A CPP/CPA that gives St. Olavs Frøya's signing certificate would let packets Frøya signed pass as St.
-    Olavs': refused, and said at error level."""
+    Olavs': refused, and said once at error level (it is offered again at every lookup)."""
     protection, _sign, enc = _unpin(world, tmp_path)
     froyas = protection.keys.signing_cert(FROYA)
     assert froyas is not None
     with capture_logs() as logs:
-        protection.learn(STOLAV, signing=_from_cpa(froyas), encryption=_from_cpa(enc.ref))
+        for _ in range(3):
+            protection.learn(STOLAV, signing=_from_cpa(froyas), encryption=_from_cpa(enc.ref))
     assert [e["event"] for e in logs] == ["security.certificate_conflict", "security.certificate_learned"]
     assert protection.keys.signing_cert(STOLAV) is None
     assert protection.keys.owner_of_signing_cert(froyas) == FROYA
+
+
+def test_parties_of_one_organisation_share_its_certificate(world: World, tmp_path: Path) -> None:
+    """One enterprise certificate commonly serves several HER-ids of one organisation: each learns it."""
+    _protection, sign, _enc = _unpin(world, tmp_path)
+    emergency = replace(PARTIES[2], her_id="7200102", name="Orkdal sjukehus, akuttmottak")
+    keys = KeyStore.load(make_register([*PARTIES, emergency]), world.pki)
+    with capture_logs() as logs:
+        keys.learn(STOLAV, signing=_from_cpa(sign.ref), encryption=None)
+        keys.learn("7200102", signing=_from_cpa(sign.ref), encryption=None)
+    assert [e["event"] for e in logs] == ["security.certificate_learned"] * 2
+    assert keys.verifiers("7200102") == keys.verifiers(STOLAV) == [_from_cpa(sign.ref)]
+    assert keys.owner_of_signing_cert(sign.ref) == STOLAV  # the first to learn it
 
 
 def test_a_local_party_or_a_stranger_learns_nothing(world: World) -> None:

@@ -69,7 +69,9 @@ class HelseIdConfig:
 
     clients: tuple[RegisteredClient, ...]
     issuer: str | None = None
-    audience: str = "nhn:msh"
+    #: the tokens' ``aud``; None: the API resources of the scopes granted (``nhn:msh/api`` -> ``nhn:msh``), as
+    #: HelseID sets it
+    audience: str | None = None
     token_lifetime_s: int = 300
     nonce_interval_s: float = 300.0
     nonce_grace_s: float = 30.0
@@ -153,7 +155,7 @@ class FakeHelseId:
         claims: dict[str, Any] = {
             **client.extra_claims,
             "iss": issuer,
-            "aud": self.config.audience,
+            "aud": self.config.audience or _resources(scopes),
             "client_id": client.client_id,
             "scope": scopes,
             "herid": ["0"] if client.her_ids is None else sorted(client.her_ids),
@@ -220,6 +222,12 @@ class FakeHelseId:
         if not wanted or not set(wanted) <= client.scopes:
             raise _Refused("invalid_scope", "the client may not have the scope asked for")
         return wanted
+
+
+def _resources(scopes: list[str]) -> str | list[str]:
+    """The API resources the scopes belong to (``nhn:cppa/access-with-dpop`` -> ``nhn:cppa``): one as a string."""
+    names = sorted({scope.partition("/")[0] for scope in scopes})
+    return names[0] if len(names) == 1 else names
 
 
 def _time(value: object) -> float | None:
