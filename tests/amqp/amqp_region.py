@@ -17,7 +17,7 @@ from gateway.config import PROJECT_ROOT
 from gateway.registry import Certificates, Register, load_register
 from gateway.replay import mirror_regions
 from gateway.service import Gateway
-from gateway.store.base import DeliveryState
+from gateway.store.base import DeliveryRecord, DeliveryState
 from gateway.testing.rabbit import QUEUE_SUFFIXES, Broker
 
 from ..region import settings_for, shared_pki
@@ -53,6 +53,22 @@ async def all_acknowledged(gateway: Gateway, message_ids: list[str]) -> bool:
         if view is None or any(d.state != DeliveryState.ACKNOWLEDGED for d in view.deliveries):
             return False
     return True
+
+
+async def delivery_to(gateway: Gateway, message_id: str, receiver: str) -> DeliveryRecord | None:
+    """The delivery of ``message_id`` to ``receiver`` (None until there is one)."""
+    view = await gateway.store.get(message_id)
+    return next((d for d in view.deliveries if d.receiver_her == receiver), None) if view else None
+
+
+def reached(gateway: Gateway, message_id: str, receiver: str, state: DeliveryState) -> Callable[[], Awaitable[bool]]:
+    """For ``until``: whether the delivery of ``message_id`` to ``receiver`` is in ``state``."""
+
+    async def done() -> bool:
+        delivery = await delivery_to(gateway, message_id, receiver)
+        return delivery is not None and delivery.state == state
+
+    return done
 
 
 def bus_options(broker: Broker, namespace: str, vhost: str, **more: Any) -> dict[str, Any]:

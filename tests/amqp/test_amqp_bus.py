@@ -18,7 +18,7 @@ from gateway.testing.rabbit import Broker
 from gateway.transport import MemoryState, Packet, TransportContext
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
-from .amqp_region import all_acknowledged, amqp_region, bus_options, new_bus
+from .amqp_region import all_acknowledged, amqp_region, bus_options, delivery_to, new_bus, reached
 from .raw import nothing_on, peer_message, put, put_bytes, take
 
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs 7200101 -> GP 7102001, copy to Frøya
@@ -180,17 +180,9 @@ async def test_a_receivers_error_report_fails_the_delivery_with_its_condition(tm
         )
         await put(broker, r.vhost, f"/exchange/{r.namespace}/{SKAUN}_error", report)
 
-        async def dead() -> bool:
-            view = await r.hub.store.get(record.id)
-            return view is not None and any(
-                d.state == DeliveryState.DEAD for d in view.deliveries if d.receiver_her == STOLAV
-            )
-
-        await r.until(dead, what="the delivery to St. Olavs dead")
-        view = await r.hub.store.get(record.id)
-        assert view is not None
-        [delivery] = [d for d in view.deliveries if d.receiver_her == STOLAV]
-        assert "transport:expired-certificate" in (delivery.last_error or "")
+        await r.until(reached(r.hub, record.id, STOLAV, DeliveryState.DEAD), what="the delivery to St. Olavs dead")
+        delivery = await delivery_to(r.hub, record.id, STOLAV)
+        assert delivery is not None and "transport:expired-certificate" in (delivery.last_error or "")
 
 
 #: HITS 1216 §2.2.3/§2.2.6's error conditions and those Helsenorge.Messaging adds (the spec's "cerificate"
@@ -229,10 +221,7 @@ async def test_every_condition_a_receiver_reports_is_taken_for_its_delivery(tmp_
 
         async def all_dead() -> bool:
             for record in records.values():
-                view = await r.hub.store.get(record.id)
-                if view is None or not any(
-                    d.state == DeliveryState.DEAD for d in view.deliveries if d.receiver_her == STOLAV
-                ):
+                if not await reached(r.hub, record.id, STOLAV, DeliveryState.DEAD)():
                     return False
             return True
 

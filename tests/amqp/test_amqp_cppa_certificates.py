@@ -21,7 +21,7 @@ from gateway.testing.rabbit import Broker
 
 from ..conftest import require_shared
 from ..region import ADMIN, fixture_bytes, with_msg_id
-from .amqp_region import AmqpRegion, all_acknowledged, amqp_region
+from .amqp_region import AmqpRegion, all_acknowledged, amqp_region, delivery_to, reached
 from .raw import nothing_on, peer_message, put, take
 
 EPIKRISE = "epikrise-1.2/epikrise-med-kopi-hjemmetjeneste.xml"  # St. Olavs 7200101 -> GP 7102001, copy to Frøya
@@ -99,16 +99,9 @@ async def test_an_untrusted_certificate_in_the_cpa_fails_the_delivery_naming_it(
         _serve(control, _party(r.pki, SKAUN, ("INNLEGGELSE",), ("APPREC",)), stolav, 1)
         record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
 
-        async def dead() -> bool:
-            view = await r.hub.store.get(record.id)
-            return view is not None and any(
-                d.state == DeliveryState.DEAD for d in view.deliveries if d.receiver_her == STOLAV
-            )
-
-        await r.until(dead, what="the delivery to St. Olavs given up")
-        view = await r.hub.store.get(record.id)
-        assert view is not None
-        [delivery] = [d for d in view.deliveries if d.receiver_her == STOLAV]
+        await r.until(reached(r.hub, record.id, STOLAV, DeliveryState.DEAD), what="the delivery to St. Olavs given up")
+        delivery = await delivery_to(r.hub, record.id, STOLAV)
+        assert delivery is not None
         assert "does not chain to a trust anchor" in (delivery.last_error or "")
         assert "CPA 00000000-0000-4000-8000-000000000001" in (delivery.last_error or "")
         assert await nothing_on(broker, r.vhost, f"{STOLAV}_async")  # nothing went out encrypted to it

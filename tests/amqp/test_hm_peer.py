@@ -23,7 +23,7 @@ from gateway.testing.hm_peer import HelsenorgePeer
 from gateway.testing.rabbit import DELIVERY_LIMIT, Broker
 
 from ..region import ADMIN, fixture_bytes, with_msg_id
-from .amqp_region import AmqpRegion, amqp_region
+from .amqp_region import AmqpRegion, amqp_region, reached
 from .raw import put, take
 
 STOLAV, GP, SKAUN, HITRA = "7200101", "7102001", "7100701", "7100201"
@@ -54,13 +54,8 @@ async def test_the_hub_sends_to_the_hm_peer_which_reads_it_and_acknowledges_it(t
     async with amqp_region(tmp_path, broker, stolav_her_ids=[]) as r, hm_peer(r) as peer:
         record, _ = await r.hub.submit(with_msg_id(fixture_bytes(TO_STOLAV)), ADMIN)
 
-        async def acknowledged() -> bool:
-            view = await r.hub.store.get(record.id)
-            return view is not None and any(
-                d.state == DeliveryState.ACKNOWLEDGED for d in view.deliveries if d.receiver_her == STOLAV
-            )
-
-        await r.until(acknowledged, what="the delivery to St. Olavs settled by the HM peer's AppRec")
+        settled = reached(r.hub, record.id, STOLAV, DeliveryState.ACKNOWLEDGED)
+        await r.until(settled, what="the delivery to St. Olavs settled by the HM peer's AppRec")
         [taken] = peer.received
         assert (taken.from_her, taken.queue) == (SKAUN, "async")
         assert taken.msg_id == record.msg_id
