@@ -55,6 +55,9 @@ class StoreState:
     async def set(self, key: str, value: str | None) -> None:
         await self.store.set_meta(self.prefix + key, value)
 
+    async def forget(self, first: str, last: str) -> None:
+        await self.store.forget_meta(self.prefix + first, self.prefix + last)
+
 
 class Gateway:
     """One gateway process's worth of parts. Use as ``async with Gateway(settings) as gw: ...``."""

@@ -161,6 +161,10 @@ class TransportState(Protocol):
         """Keep ``value`` under ``key``; None forgets the key."""
         ...
 
+    async def forget(self, first: str, last: str) -> None:
+        """Forget every key from ``first`` up to, not including, ``last`` (keys sort as strings)."""
+        ...
+
 
 class DeliveryReports(Protocol):
     """What a transport learns of a delivery's fate after ``send`` returned, told to the gateway: NHN's
@@ -197,6 +201,10 @@ class MemoryState:
             self._values.pop(key, None)
         else:
             self._values[key] = value
+
+    async def forget(self, first: str, last: str) -> None:
+        for key in [k for k in self._values if first <= k < last]:
+            del self._values[key]
 
 
 class CertificateBook(Protocol):

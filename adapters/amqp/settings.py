@@ -40,6 +40,8 @@ class AmqpSettings:
     #: the largest body taken: the gateway's message cap (it passes ``max_bytes``) and room for the CMS
     #: around it (the signer's certificates, the signature, the recipient info)
     max_body: int = 10 * 1024 * 1024 + _CMS_ROOM
+    #: how long a send is remembered for a receiver's error report about it (adapters/amqp/sent.py)
+    report_window_days: int = 14
     #: the local HER-ids whose queues this gateway reads; None: every local party's
     her_ids: tuple[str, ...] | None = None
     #: NHN's CPPA service (docs/cppa.md); None: every party's queues are the defaults (or its endpoint)
@@ -81,6 +83,7 @@ class AmqpSettings:
             receive_concurrency=max(1, int(opts.get("receive_concurrency", 8))),
             sync_concurrency=max(1, int(opts.get("sync_concurrency", 8))),
             max_body=int(opts.get("max_bytes", 10 * 1024 * 1024)) + _CMS_ROOM,
+            report_window_days=max(1, int(opts.get("report_window_days", 14))),
             her_ids=tuple(str(h) for h in listed) if listed is not None else None,
             cppa_url=str(cppa_base_url(str(opts["cppa_url"]))) if opts.get("cppa_url") else None,
             cppa_cache_s=float(opts.get("cppa_cache_s", 300.0)),

@@ -5,7 +5,7 @@ Sending puts each packet on the receiver's async queue (``<her>_async``, or the 
 names) through the namespace's exchange; the broker's ``accepted`` is the transport acknowledgement - the
 AppRec comes later, as an ordinary message. A receiver that cannot take a message reports it on our
 ``<her>_error`` queue: the report names our AMQP message-id, which this adapter remembers for each send
-(``sent:<message-id>`` in its state) to tell the gateway which delivery failed.
+(sent.py, in its state for ``report_window_days``) to tell the gateway which delivery failed.
 
 Receiving reads ``<her>_async`` and ``<her>_error`` for each local HER-id on the bus and settles a message
 only after its outcome is stored:
@@ -39,6 +39,7 @@ from adapters.amqp.fields import (
     read_packet,
     sender_of,
 )
+from adapters.amqp.sent import SentLedger
 from adapters.amqp.settings import AmqpSettings
 from adapters.amqp.sync import SyncRequests, SyncResponder
 from adapters.amqp.workers import Workers
@@ -72,6 +73,7 @@ class AmqpTransport(Transport):
         # the local HER-ids whose queues this gateway reads: every local party's unless the settings name them
         self.her_ids = self.settings.her_ids if self.settings.her_ids is not None else self.context.local_her_ids
         self.bus = self.settings.bus()
+        self.sent = SentLedger(self.context.state, window_days=self.settings.report_window_days)
         self.channels = Channels(self.settings, self.context.certificates, data_dir=self.context.data_dir)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._held: set[asyncio.Task[None]] = set()
@@ -130,7 +132,7 @@ class AmqpTransport(Transport):
             ) from None
         assert queue is not None  # a channel's queues are filled in (Queues.or_defaults)
         # remembered first: a report may come back before the broker's acknowledgement does
-        await self.context.state.set(f"sent:{canonical_id(packet.message_id)}", f"{packet.reference} {packet.to_her}")
+        await self.sent.remember(packet.message_id, packet.reference, packet.to_her)
         message = outgoing(
             packet, queue=queue, reply_to=f"{packet.from_her}_async", ttl_s=self.settings.ttl_s, cpa_id=channel.cpa_id
         )
@@ -265,13 +267,12 @@ class AmqpTransport(Transport):
             log.info("amqp.sync_refused", code=report.condition, reporter=report.from_her)
             incoming.accept()
             return
-        key = f"sent:{canonical_id(report.original_message_id)}"
-        sent = await self.context.state.get(key)
+        sent = await self.sent.find(report.original_message_id)
         if sent is None or self.context.reports is None:
             log.warning("amqp.report_unmatched", code=report.condition, reporter=report.from_her)
             incoming.accept()
             return
-        reference, _, receiver = sent.partition(" ")
+        reference, receiver = sent.reference, sent.receiver
         if receiver not in (report.from_her, report.to_her):  # (either way round: old libraries did not swap)
             log.warning("amqp.report_mismatch", code=report.condition, receiver=receiver, reporter=report.from_her)
             incoming.accept()
@@ -283,7 +284,7 @@ class AmqpTransport(Transport):
             await self.context.reports.transport_abandoned(reference, receiver, reason)
         else:
             await self.context.reports.transport_refused(reference, receiver, reason)
-        await self.context.state.set(key, None)
+        await self.sent.settle(sent)
         incoming.accept()
 
     def _remember(self, key: str) -> None:

@@ -391,6 +391,10 @@ class Store(Protocol):
 
     async def set_meta(self, key: str, value: str | None) -> None: ...
 
+    async def forget_meta(self, first: str, last: str) -> None:
+        """Delete every meta key from ``first`` up to, not including, ``last``."""
+        ...
+
     async def maintain(self) -> None: ...
 
     # -- looking ------------------------------------------------------------------------------------

@@ -417,6 +417,9 @@ class SqliteStore:
     async def set_meta(self, key: str, value: str | None) -> None:
         await self._in_tx(admin.set_meta, key, value, durable=False)
 
+    async def forget_meta(self, first: str, last: str) -> None:
+        await self._in_tx(admin.forget_meta, first, last, durable=False)
+
     async def maintain(self) -> None:
         """Let SQLite refresh its statistics and fold the WAL back into the database file."""
 

@@ -15,6 +15,7 @@ from gateway.store.sqlite_rows import refresh_summary, trace
 __all__ = [
     "add_refusal",
     "cancel",
+    "forget_meta",
     "get_meta",
     "pause",
     "prune",
@@ -190,6 +191,11 @@ def prune(db: sqlite3.Connection, *, before: float, now: float) -> int:
 def get_meta(db: sqlite3.Connection, key: str) -> str | None:
     row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else str(row[0])
+
+
+def forget_meta(db: sqlite3.Connection, first: str, last: str) -> None:
+    """Delete the meta keys from ``first`` up to, not including, ``last`` (the primary key's order)."""
+    db.execute("DELETE FROM meta WHERE key >= ? AND key < ?", (first, last))
 
 
 def set_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:
