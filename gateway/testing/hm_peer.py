@@ -27,7 +27,7 @@ Payloads and national ids are never logged.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +57,10 @@ from gateway.testing.hm_peer_replies import PeerDocument, PeerReplies, swapped_r
 __all__ = ["Answer", "HelsenorgePeer", "ReceivedMessage"]
 
 log = get_logger(__name__)
+
+#: what the peer keeps for a test to read back (messages), and remembers to find repeats (ids)
+_KEPT = 10_000
+_IDS_KEPT = 100_000
 
 #: what a sync request is answered with: (request XML, who asked) -> reply XML
 Answer = Callable[[bytes, str], Awaitable[bytes]]
@@ -108,12 +112,13 @@ class HelsenorgePeer:
         self.late_s = late_s
         self.duplicate = duplicate
         self.send_apprecs = send_apprecs
+        # what a test reads back - the latest _KEPT of each, so a simulator that runs for days stays small
         #: business messages and AppRecs taken, in order
-        self.received: list[ReceivedMessage] = []
+        self.received: deque[ReceivedMessage] = deque(maxlen=_KEPT)
         #: error reports read from our own error queue
-        self.errors: list[PeerErrorReport] = []
+        self.errors: deque[PeerErrorReport] = deque(maxlen=_KEPT)
         #: every message this peer put on the bus (each once, even when ``duplicate`` sent it twice)
-        self.sent: list[Message] = []
+        self.sent: deque[Message] = deque(maxlen=_KEPT)
         #: how often each AMQP message-id was delivered to us (on the async and sync queues)
         self.deliveries: Counter[str] = Counter()
         self._seen_ids: set[tuple[str, str]] = set()
@@ -236,8 +241,15 @@ class HelsenorgePeer:
             )
         )
 
-    async def _on_async(self, incoming: Incoming) -> None:
+    def _delivered(self, incoming: Incoming) -> None:
+        """Count a delivery; ids are forgotten all at once past _IDS_KEPT (a long simulator run)."""
+        for seen in (self.deliveries, self._seen_ids, self._answered_msg_ids):
+            if len(seen) > _IDS_KEPT:
+                seen.clear()
         self.deliveries[str(incoming.message.id)] += 1
+
+    async def _on_async(self, incoming: Incoming) -> None:
+        self._delivered(incoming)
         if self.never_settle:
             incoming.release()
             return
@@ -265,7 +277,7 @@ class HelsenorgePeer:
         await self.send(xml, to_her, subject=subject)
 
     async def _on_sync(self, incoming: Incoming) -> None:
-        self.deliveries[str(incoming.message.id)] += 1
+        self._delivered(incoming)
         opened = await self._open(incoming, "sync")
         if opened is None:
             return

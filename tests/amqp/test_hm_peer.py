@@ -61,7 +61,7 @@ async def test_the_hub_sends_to_the_hm_peer_which_reads_it_and_acknowledges_it(t
         assert taken.msg_id == record.msg_id
         assert b"<MsgHead" in taken.xml  # decrypted and verified
         assert [m.subject for m in peer.sent] == ["APPREC"]  # no error report: the fields passed HM's checks
-        assert peer.errors == []
+        assert not peer.errors
         view = await r.hub.store.get(record.id)
         assert view is not None
         [delivery] = [d for d in view.deliveries if d.receiver_her == STOLAV]
@@ -81,7 +81,7 @@ async def test_the_hm_peer_sends_to_a_hub_party_once_and_gets_an_ok_apprec(tmp_p
         await r.until(answered, what="the hub's OK AppRec at the HM peer")
         inbox = await r.hub.store.inbox(GP)
         assert [m.msg_id for m in inbox] == [msg_id.decode()]
-        assert peer.errors == []
+        assert not peer.errors
 
 
 async def test_a_peer_sending_everything_twice_is_stored_once_and_answered_once(tmp_path: Path, broker: Broker) -> None:
@@ -147,7 +147,7 @@ async def test_a_peer_that_never_settles_sends_the_message_to_dl(tmp_path: Path,
 
         await r.until(dead_lettered, what="the message in St. Olavs' dead letters", within_s=180)
         assert max(peer.deliveries.values()) >= DELIVERY_LIMIT
-        assert peer.received == [] and peer.sent == []
+        assert not peer.received and not peer.sent
 
 
 async def test_the_hm_peer_answers_a_sync_request_on_its_reply_queue(tmp_path: Path, broker: Broker) -> None:
