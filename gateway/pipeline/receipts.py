@@ -28,13 +28,13 @@ from gateway.registry import Party
 from gateway.retry import policy_for
 from gateway.store.base import (
     AppRecOutcome,
-    DeliveryState,
     Direction,
     MessageState,
     NewDelivery,
     NewMessage,
     Store,
 )
+from gateway.store.rules import APPREC_STATUSES
 from gateway.transport import InboundResult
 from gateway.validation.validator import Judgement
 from gateway.xml import parse
@@ -44,9 +44,6 @@ __all__ = ["FollowUp", "Receipts"]
 log = get_logger(__name__)
 
 FollowUp = tuple[NewMessage, list[NewDelivery]]
-
-_OUTCOME = {"1": DeliveryState.ACKNOWLEDGED, "2": DeliveryState.REJECTED, "3": DeliveryState.ACKNOWLEDGED_WITH_ERRORS}
-
 
 class Receipts:
     def __init__(self, core: Core, store: Store, clock: Clock) -> None:
@@ -167,7 +164,7 @@ class Receipts:
         root = judgement.document.root if judgement.document else parse(content).root
         received = read_apprec(envelope, root)
         outcome = None
-        if error is None and received.status in _OUTCOME and received.original_msg_id:
+        if error is None and received.status in APPREC_STATUSES and received.original_msg_id:
             outcome = AppRecOutcome(
                 received.status, tuple((e.code, e.text) for e in received.errors), envelope.msg_id or "", now
             )
@@ -222,7 +219,7 @@ class Receipts:
     async def receipt(self, reference: str, receiver_her: str, status: str, errors: Sequence[tuple[str, str]]) -> None:
         """The receiver's AppRec as its transport reports it: settles the delivery as an AppRec would."""
         now = self.clock.now()
-        if status not in _OUTCOME:
+        if status not in APPREC_STATUSES:
             log.warning("apprec.unreadable_status", code="apprec.unreadable_status", message_id=reference)
             return
         outcome = AppRecOutcome(status, tuple(errors), "", now)

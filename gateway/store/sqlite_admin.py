@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import Refusal, RouteState
+from gateway.store.rules import FINISHED, MESSAGE_STATES_KEPT, RETRYABLE_BY_OPERATOR
 from gateway.store.sqlite_rows import refresh_summary, trace
 
 __all__ = [
@@ -31,9 +32,6 @@ __all__ = [
 #: A fresh time to live for a retried delivery: one for all, or per route with "*" for the rest.
 Ttl = float | Mapping[str, float]
 
-_RETRYABLE_BY_OPERATOR = ("dead", "retrying", "queued", "cancelled")
-# finished for good: a dead letter is not - it keeps its payload until an operator retries or cancels it
-_FINISHED = ("acknowledged", "acknowledged-with-errors", "rejected", "cancelled", "delivered", "overdue")
 
 
 def _requeue(db: sqlite3.Connection, row: sqlite3.Row, *, actor: str, now: float, ttl_s: Ttl, why: str) -> None:
@@ -64,11 +62,11 @@ def retry(db: sqlite3.Connection, message_id: str, *, actor: str, now: float, tt
         raise NotFound(f"No message {message_id}.")
     if message["payload"] is None:
         raise Conflict(f"Message {message_id} has been pruned after the retention period; nothing to send.")
-    marks = ",".join("?" * len(_RETRYABLE_BY_OPERATOR))
+    marks = ",".join("?" * len(RETRYABLE_BY_OPERATOR))
     rows = db.execute(
         f"""SELECT * FROM deliveries WHERE message_id = ? AND state IN ({marks})
             AND (lease_owner IS NULL OR lease_expires_at <= ?)""",  # noqa: S608 - only "?" placeholders
-        (message_id, *_RETRYABLE_BY_OPERATOR, now),
+        (message_id, *RETRYABLE_BY_OPERATOR, now),
     ).fetchall()
     if not rows:
         raise Conflict(
@@ -173,14 +171,14 @@ def queue_counts(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
 def prune(db: sqlite3.Connection, *, before: float, now: float) -> int:
     """Drop the payload of finished messages older than ``before``; their metadata and trace stay.
     A delivery that expects no AppRec (an AppRec itself) is finished once sent."""
-    placeholders = ",".join("?" * len(_FINISHED))
+    finished, kept = ",".join("?" * len(FINISHED)), ",".join("?" * len(MESSAGE_STATES_KEPT))
     rows = db.execute(
         f"""SELECT m.id, m.state FROM messages m WHERE m.payload IS NOT NULL AND m.created_at < ?
             AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id
-                            AND d.state NOT IN ({placeholders})
+                            AND d.state NOT IN ({finished})
                             AND NOT (d.state = 'sent' AND d.deadline_at IS NULL))
-            AND m.state NOT IN ('queued', 'retrying', 'received', 'accepted')""",  # noqa: S608
-        (before, *_FINISHED),
+            AND m.state NOT IN ({kept})""",  # noqa: S608 - only "?" placeholders are formatted in
+        (before, *FINISHED, *MESSAGE_STATES_KEPT),
     ).fetchall()
     for row in rows:
         db.execute("UPDATE messages SET payload = NULL, updated_at = ? WHERE id = ?", (now, row["id"]))

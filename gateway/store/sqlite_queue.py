@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from gateway.store.base import ACTIVE, Claim, DeliveryState
+from gateway.store.base import Claim, DeliveryState
+from gateway.store.rules import may_finish, stamps_sent_at
 from gateway.store.sqlite_rows import delivery_record, message_record, refresh_summary, trace
 
 __all__ = ["claim", "finish", "reap_leases", "release"]
@@ -127,9 +128,7 @@ def finish(
     next_attempt_at: float | None,
 ) -> bool:
     row = db.execute("SELECT * FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()
-    if row is None or row["state"] not in ACTIVE or (owner is not None and row["lease_owner"] != owner):
-        # the lease ran out and someone else has it now, or an AppRec already settled the delivery:
-        # the other outcome counts
+    if row is None or not may_finish(row["state"], row["lease_owner"], owner):
         return False
     db.execute(
         """UPDATE deliveries SET state = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ?,
@@ -140,7 +139,7 @@ def finish(
             str(state),
             now,
             next_attempt_at,
-            now if state in (DeliveryState.SENT, DeliveryState.DELIVERED) else None,
+            now if stamps_sent_at(state) else None,
             code,
             error,
             delivery_id,

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import (
-    ACTIVE,
     AppRecOutcome,
     DeliveryState,
     MessageRecord,
@@ -18,6 +17,7 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
 )
+from gateway.store.rules import APPREC_SETTLES, apprec_state, transport_failure_state, transport_may_fail
 from gateway.store.sqlite_rows import insert_message, message_record, refresh_summary, take_duplicate, trace
 
 __all__ = [
@@ -30,10 +30,6 @@ __all__ = [
     "settle_delivery",
     "transport_failed",
 ]
-
-_OUTCOME = {"1": DeliveryState.ACKNOWLEDGED, "2": DeliveryState.REJECTED, "3": DeliveryState.ACKNOWLEDGED_WITH_ERRORS}
-# an AppRec settles a delivery that is still waiting for it (or was sent again after a lease ran out)
-_WAITING = ("queued", "retrying", "sent", "overdue", "dead")
 
 
 def apply_apprec(
@@ -105,10 +101,11 @@ def transport_failed(
         "SELECT * FROM deliveries WHERE message_id = ? AND receiver_her = ? ORDER BY id DESC LIMIT 1",
         (message_id, receiver_her),
     ).fetchone()
-    in_flight = row is not None and row["state"] in ACTIVE and row["lease_owner"] is not None
-    if row is None or not (row["state"] in ("sent", "overdue") or in_flight) or row["apprec_status"] is not None:
+    if row is None or not transport_may_fail(
+        row["state"], leased=row["lease_owner"] is not None, apprec_status=row["apprec_status"]
+    ):
         return False
-    state = DeliveryState.DEAD if next_attempt_at is None else DeliveryState.RETRYING
+    state = transport_failure_state(next_attempt_at)
     db.execute(
         """UPDATE deliveries SET state = ?, next_attempt_at = ?, last_error_code = ?, last_error = ?,
            lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
@@ -124,9 +121,9 @@ def _settle(
     db: sqlite3.Connection, row: sqlite3.Row, outcome: AppRecOutcome, now: float, *, apprec_ref: str | None
 ) -> None:
     """A delivery's AppRec outcome: the state (if it still waits for one), the status and errors, a trace line."""
-    new_state = _OUTCOME[outcome.status]
+    settled = new_state = apprec_state(outcome.status)
     codes = ", ".join(f"{code} {text}".strip() for code, text in outcome.errors)
-    if row["state"] in _WAITING:
+    if row["state"] in APPREC_SETTLES:
         db.execute(
             """UPDATE deliveries SET state = ?, apprec_status = ?, apprec_errors = ?, apprec_message_id = ?,
                apprec_at = ?, lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
@@ -149,7 +146,7 @@ def _settle(
         row["message_id"],
         now,
         str(new_state),
-        f"apprec.{_OUTCOME[outcome.status]}",
+        f"apprec.{settled}",
         reason,
         delivery_id=row["id"],
         detail={"apprec_message_id": apprec_ref} if apprec_ref else None,

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store.base import (
-    ACTIVE,
     AppRecOutcome,
     DeliveryRecord,
     DeliveryState,
@@ -23,43 +22,17 @@ from gateway.store.base import (
     NewMessage,
     TraceEntry,
 )
+from gateway.store.rules import due_at, lane, summarise
 
 __all__ = [
     "delivery_record",
     "insert_message",
     "message_record",
     "refresh_summary",
-    "summarise",
     "take_duplicate",
     "trace",
     "trace_entry",
 ]
-
-# The state an outbound message shows, from the states of its deliveries: the one needing attention first.
-# A message reads "acknowledged" only when every receiver acknowledged it: a delivery an operator cancelled
-# outranks the acknowledged ones (once nothing is in flight), so a sender never reads "acknowledged" for a
-# receiver that did not get it.
-_SUMMARY_ORDER = [
-    DeliveryState.DEAD,
-    DeliveryState.REJECTED,
-    DeliveryState.RETRYING,
-    DeliveryState.QUEUED,
-    DeliveryState.OVERDUE,
-    DeliveryState.SENT,
-    DeliveryState.CANCELLED,
-    DeliveryState.ACKNOWLEDGED_WITH_ERRORS,
-    DeliveryState.ACKNOWLEDGED,
-]
-
-
-def summarise(states: list[str] | tuple[str, ...]) -> str:
-    """The message state of an outbound message with deliveries in ``states``."""
-    present = set(states)
-    for state in _SUMMARY_ORDER:
-        if state in present:
-            return str(state)
-    return str(MessageState.ACCEPTED)
-
 
 def trace(
     db: sqlite3.Connection,
@@ -87,7 +60,9 @@ def refresh_summary(db: sqlite3.Connection, message_id: str, now: float) -> None
     if direction is None or direction[0] != Direction.OUT:
         return
     states = [r[0] for r in db.execute("SELECT state FROM deliveries WHERE message_id = ?", (message_id,))]
-    db.execute("UPDATE messages SET state = ?, updated_at = ? WHERE id = ?", (summarise(states), now, message_id))
+    db.execute(
+        "UPDATE messages SET state = ?, updated_at = ? WHERE id = ?", (str(summarise(states)), now, message_id)
+    )
 
 
 def message_record(row: sqlite3.Row) -> MessageRecord:
@@ -181,7 +156,7 @@ def insert_message(
     """Insert a message, its deliveries and their first trace lines."""
     state = m.state
     if m.direction is Direction.OUT and deliveries:
-        state = MessageState(summarise([d.state for d in deliveries]))
+        state = summarise(str(d.state) for d in deliveries)
     db.execute(
         """INSERT INTO messages (id, direction, kind, msg_type, msg_id, sender_her, receiver_her,
            conversation_ref, gen_date, state, client, dedupe_key, payload, payload_sha256, size,
@@ -224,10 +199,10 @@ def insert_message(
                 d.receiver_her,
                 d.role,
                 d.channel,
-                f"{m.direction}:{m.sender_her or '-'}>{d.receiver_her}",
+                lane(m.direction, m.sender_her, d.receiver_her),
                 int(d.ordered),
                 str(d.state),
-                now if d.state in ACTIVE else None,
+                due_at(d.state, now),
                 d.deadline_at,
                 d.warn_at,
                 d.expires_at,
