@@ -43,9 +43,11 @@ __all__ = [
     "SchemaSettings",
     "SecuritySettings",
     "Settings",
+    "StoreSettings",
     "TokenSettings",
     "default_config_path",
     "load_settings",
+    "redacted_url",
     "resource_dir",
 ]
 
@@ -55,6 +57,15 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Where an installed package keeps the files it ships (pyproject.toml maps ``config/`` and ``schemas/`` here).
 _PACKAGED = Path(__file__).resolve().parent / "resources"
+
+
+def redacted_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``***`` (for logs and errors)."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
 
 
 def resource_dir(name: Literal["config", "schemas"]) -> Path:
@@ -228,6 +239,25 @@ class DropFolderSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """``[store]``: where the gateway keeps its messages. ``sqlite:///<path>`` - relative to the data dir, or
+    absolute with a fourth slash (``sqlite:////var/lib/gateway/gateway.sqlite``) - is the embedded default;
+    gateway/store/factory.py builds the store from it."""
+
+    url: str = "sqlite:///gateway.sqlite"
+
+    def __post_init__(self) -> None:
+        scheme, sep, rest = self.url.partition("://")
+        if not sep or scheme not in _STORE_SCHEMES or not rest.strip("/"):
+            raise ConfigError(
+                f"[store] url must be sqlite:///<file> or postgresql://<user>@<host>/<database>, not {self.url!r}."
+            )
+
+
+_STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the gateway is configured with. ``source`` is the file it was read from."""
 
@@ -242,6 +272,7 @@ class Settings:
     receipts: ReceiptSettings = ReceiptSettings()
     housekeeping: HousekeepingSettings = HousekeepingSettings()
     limits: LimitsSettings = LimitsSettings()
+    store: StoreSettings = StoreSettings()
     adapters: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     drop_folders: tuple[DropFolderSettings, ...] = ()
     source: Path | None = None
@@ -308,6 +339,7 @@ def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
         "GATEWAY_SCHEMAS_BUNDLE": ("schemas", "bundle", str),
         "GATEWAY_LOG_FORMAT": ("log", "format", str),
         "GATEWAY_LOG_LEVEL": ("log", "level", str),
+        "GATEWAY_STORE_URL": ("store", "url", str),
     }
     for var, (section, key, conv) in table.items():
         if var in env:

@@ -33,7 +33,7 @@ from gateway.scheduler import Housekeeping, guarded, start_scheduler
 from gateway.security.devpki import ensure_dev_pki
 from gateway.security.protection import MessageProtection, NoProtection, build_protection
 from gateway.store.base import MessageRecord, Store
-from gateway.store.sqlite import SqliteStore
+from gateway.store.factory import open_store
 from gateway.transport import InboundResult, Packet, Transport, TransportContext
 
 __all__ = ["Gateway"]
@@ -104,7 +104,7 @@ class Gateway:
                 bundle=str(settings.schemas.bundle),
                 kinds=unchecked,
             )
-        self.store = SqliteStore(settings.in_data_dir("gateway.sqlite"))
+        self.store = open_store(settings)
         await self.store.open()
         self.protection = self._protection or self._build_protection()
         self.receipts = Receipts(self.core, self.store, self.clock)

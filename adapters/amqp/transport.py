@@ -43,6 +43,7 @@ from adapters.amqp.sent import SentLedger
 from adapters.amqp.settings import AmqpSettings
 from adapters.amqp.sync import SyncRequests, SyncResponder
 from adapters.amqp.workers import Workers
+from gateway.config import redacted_url
 from gateway.errors import PermanentDeliveryError, ProcessNotAgreed, SyncNotSupported, SyncTimeout
 from gateway.log import get_logger
 from gateway.transport import InboundHandler, Packet, SyncAnswerer, Transport, TransportContext
@@ -109,7 +110,7 @@ class AmqpTransport(Transport):
         if self.responder is not None:
             self.responder.listen(self.her_ids)
         if not await self.bus.wait_connected(_START_WAIT_S):
-            log.warning("amqp.not_connected", url=_without_password(self.bus.url))
+            log.warning("amqp.not_connected", url=redacted_url(self.bus.url))
 
     async def aclose(self) -> None:
         for task in self._held:
@@ -304,9 +305,3 @@ class AmqpTransport(Transport):
         task = asyncio.create_task(release())
         self._held.add(task)
         task.add_done_callback(self._held.discard)
-
-
-def _without_password(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}" if at else url

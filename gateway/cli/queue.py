@@ -31,9 +31,9 @@ import aiohttp
 from gateway.api.views import message_json, view_json
 from gateway.cli.options import Actions, option
 from gateway.config import load_settings
-from gateway.errors import BadRequest, GatewayError, NotFound
+from gateway.errors import BadRequest, ConfigError, GatewayError, NotFound
 from gateway.retry import ttls
-from gateway.store.sqlite import SqliteStore
+from gateway.store.factory import open_store
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -128,13 +128,15 @@ def _iso(ts: float | None) -> str | None:
 
 
 async def _direct(args: argparse.Namespace) -> Any:
-    path = args.data_dir / "gateway.sqlite"
-    if not path.exists():
-        raise SystemExit(f"gateway queue: no store at {path}")
+    settings = load_settings(args.config, data_dir=args.data_dir)
+    try:
+        store = open_store(settings, existing=True)
+    except ConfigError as exc:
+        raise SystemExit(f"gateway queue: {exc.message}") from None
     actor = f"cli:{getpass.getuser()}"
     now = time.time()
-    ttl = ttls(load_settings(args.config).retry)
-    async with SqliteStore(path) as store:
+    ttl = ttls(settings.retry)
+    async with store:
         try:
             if args.action == "list":
                 page = await store.list_messages(

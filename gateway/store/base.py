@@ -268,6 +268,12 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    async def __aenter__(self) -> Store:
+        """Opened; closed again on leaving."""
+        ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
     # -- taking messages in ------------------------------------------------------------------------
 
     async def add_message(
