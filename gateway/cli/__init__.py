@@ -9,6 +9,7 @@ gateway queue      see and steer the delivery queue
 gateway pki        make the dev PKI
 gateway protect / unprotect  CMS sign+encrypt / decrypt+verify on stdin/stdout
 gateway bus        dead letters on Helsenorge's Tjenestebuss: list them, put them back
+gateway migrate    bring a stopped gateway's store to this gateway's schema
 gateway sim        run a local simulator of a national service (nhn: NHN's Meldingstjener, EDI peers, HelseID)
 """
 
@@ -19,12 +20,12 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import bus, client, parties, pki, protect, queue, replay, schemas, serve, sim, validate
+from gateway.cli import bus, client, migrate, parties, pki, protect, queue, replay, schemas, serve, sim, validate
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
 
-_COMMANDS = [serve, validate, schemas, parties, client, queue, bus, replay, pki, protect, sim]
+_COMMANDS = [serve, validate, schemas, parties, client, queue, bus, replay, pki, protect, sim, migrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

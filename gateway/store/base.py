@@ -274,6 +274,10 @@ class Store(Protocol):
 
     async def __aexit__(self, *exc: object) -> None: ...
 
+    async def migrate(self) -> tuple[int, int]:
+        """The schema version the store had when it was opened and the one it has now (opening migrates)."""
+        ...
+
     # -- taking messages in ------------------------------------------------------------------------
 
     async def add_message(

@@ -21,11 +21,11 @@ import functools
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway.errors import StoreError
+from gateway.log import get_logger
 from gateway.store import sqlite_admin as admin
 from gateway.store import sqlite_queue as queue
 from gateway.store import sqlite_receipts as receipts
@@ -49,8 +49,11 @@ from gateway.store.sqlite_rows import (
     trace,
     trace_entry,
 )
+from gateway.store.sqlite_schema import migrate
 
 __all__ = ["SqliteStore"]
+
+log = get_logger("gateway.store")
 
 _T = TypeVar("_T")
 
@@ -64,12 +67,19 @@ class SqliteStore:
         self._level = synchronous
         self._db: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        #: the schema version found when the store was opened, and the version it has now (sqlite_schema.py)
+        self.schema = (0, 0)
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-        await self._run(self._open)
+        try:
+            await self._run(self._open)
+        except BaseException:  # a schema from a newer gateway, say: nothing is left open
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
 
     async def close(self) -> None:
         if self._executor is None:
@@ -77,6 +87,9 @@ class SqliteStore:
         await self._run(self._close)
         self._executor.shutdown(wait=True)
         self._executor = None
+
+    async def migrate(self) -> tuple[int, int]:
+        return self.schema
 
     async def __aenter__(self) -> SqliteStore:
         await self.open()
@@ -93,7 +106,13 @@ class SqliteStore:
         db.execute(f"PRAGMA synchronous={self._synchronous}")
         self._level = self._synchronous
         db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(resources.files("gateway.store").joinpath("schema.sql").read_text(encoding="utf-8"))
+        try:
+            self.schema = migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        if self.schema[0] != self.schema[1]:
+            log.info("store.migrated", path=str(self.path), found=self.schema[0], now=self.schema[1])
         self._db = db
 
     def _close(self) -> None:
