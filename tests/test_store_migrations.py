@@ -33,10 +33,10 @@ async def test_a_first_wave_store_upgrades_in_place_with_nothing_lost(tmp_path: 
     async with SqliteStore(path) as store:
         assert store.schema == (0, LATEST)
         assert _rows(path) == before  # every row as it was
-        view = await store.get("wave1message0001")
+        view = await store.get("wave1-1-message")
         assert view is not None and [d.state for d in view.deliveries] == [DeliveryState.ACKNOWLEDGED]
         [waiting] = await store.inbox("7100102")
-        assert waiting.id == "wave1message0004"
+        assert waiting.id == "wave1-4-message"
         assert [(r.route, r.paused) for r in await store.routes() if r.paused] == [("7300101", True)]
         assert await store.get_meta("adapter:edi2:offset") == "42"
         # and it works as today's store: a table the first wave lacked, a retry, a new message
@@ -45,7 +45,7 @@ async def test_a_first_wave_store_upgrades_in_place_with_nothing_lost(tmp_path: 
             keep=10,
         )
         assert len(await store.refusals()) == 1
-        assert await store.retry("wave1message0002", actor="test", now=2_000_000_000.0, ttl_s=3600.0) == 1
+        assert await store.retry("wave1-2-message", actor="test", now=2_000_000_000.0, ttl_s=3600.0) == 1
     async with SqliteStore(path) as again:
         assert again.schema == (LATEST, LATEST)
 

@@ -23,7 +23,7 @@ HUB, STOLAV, AKUTT, FROYA = "7100101", "7200101", "7200102", "7100102"
 def message(n: int, direction: Direction, sender: str, receiver: str, state: MessageState) -> NewMessage:
     msg_id = f"00000000-0000-4000-8000-{n:012d}"
     return NewMessage(
-        id=f"wave1message{n:04d}",
+        id=f"wave1-{n}-message",
         direction=direction,
         kind="dialogmelding-1.1",
         msg_type="DIALOG_HELSEFAGLIG",
