@@ -16,9 +16,9 @@ matches only literally - it is :data:`ACTIVE_STATES`, and tests/test_store_rules
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
-from gateway.store.base import ACTIVE, DeliveryState, Direction, MessageState
+from gateway.store.base import ACTIVE, DeliveryState, Direction, MessageState, NewDelivery, NewMessage
 
 __all__ = [
     "ACTIVE_STATES",
@@ -29,6 +29,7 @@ __all__ = [
     "RETRYABLE_BY_OPERATOR",
     "apprec_state",
     "due_at",
+    "first_state",
     "lane",
     "may_finish",
     "stamps_sent_at",
@@ -107,6 +108,13 @@ def summarise(states: Iterable[str]) -> MessageState:
         if state in present:
             return MessageState(str(state))
     return MessageState.ACCEPTED
+
+
+def first_state(m: NewMessage, deliveries: Sequence[NewDelivery]) -> MessageState:
+    """The state a message is stored in: an outbound one shows its deliveries' summary from the start."""
+    if m.direction is Direction.OUT and deliveries:
+        return summarise(str(d.state) for d in deliveries)
+    return m.state
 
 
 def lane(direction: Direction | str, sender_her: str | None, receiver_her: str) -> str:

@@ -41,14 +41,8 @@ from gateway.store.base import (
     Refusal,
     RouteState,
 )
-from gateway.store.sqlite_rows import (
-    delivery_record,
-    insert_message,
-    message_record,
-    take_duplicate,
-    trace,
-    trace_entry,
-)
+from gateway.store.records import delivery_record, message_record, trace_entry
+from gateway.store.sqlite_rows import insert_message, take_duplicate, trace
 from gateway.store.sqlite_schema import migrate
 
 __all__ = ["SqliteStore"]

@@ -6,12 +6,13 @@ Every operator action is one transaction and leaves a trace line naming who did 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
 
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import Refusal, RouteState
+from gateway.store.records import REFUSAL_FIELDS, refusal_record
 from gateway.store.rules import FINISHED, MESSAGE_STATES_KEPT, RETRYABLE_BY_OPERATOR
 from gateway.store.sqlite_rows import refresh_summary, trace
+from gateway.store.trace_words import Ttl, retried_ttl
 
 __all__ = [
     "add_refusal",
@@ -29,13 +30,11 @@ __all__ = [
     "set_meta",
 ]
 
-#: A fresh time to live for a retried delivery: one for all, or per route with "*" for the rest.
-Ttl = float | Mapping[str, float]
 
 
 
 def _requeue(db: sqlite3.Connection, row: sqlite3.Row, *, actor: str, now: float, ttl_s: Ttl, why: str) -> None:
-    ttl = ttl_s.get(row["receiver_her"], ttl_s.get("*", 96 * 3600.0)) if isinstance(ttl_s, Mapping) else ttl_s
+    ttl = retried_ttl(ttl_s, row["receiver_her"])
     db.execute(
         """UPDATE deliveries SET state = 'queued', next_attempt_at = ?, attempts = 0, expires_at = ?,
            lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
@@ -207,10 +206,7 @@ def set_meta(db: sqlite3.Connection, key: str, value: str | None) -> None:
     )
 
 
-_REFUSAL_FIELDS = (
-    "at, via, event, cause, condition, code, claimed_sender, claimed_receiver, transport_message_id, size, sha256, "
-    "reason"
-)
+_REFUSAL_FIELDS = ", ".join(REFUSAL_FIELDS)
 
 
 def add_refusal(db: sqlite3.Connection, r: Refusal, *, keep: int) -> int:
@@ -230,4 +226,4 @@ def refusals(db: sqlite3.Connection, limit: int, before: int | None) -> list[Ref
         f"SELECT id, {_REFUSAL_FIELDS} FROM refusals WHERE id < ? ORDER BY id DESC LIMIT ?",  # noqa: S608
         (before if before is not None else 2**62, limit),
     ).fetchall()
-    return [Refusal(**dict(row)) for row in rows]
+    return [refusal_record(row) for row in rows]

@@ -8,11 +8,12 @@ bookkeeping, see sqlite.py).
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
 
 from gateway.store.base import Claim, DeliveryState
+from gateway.store.records import delivery_record, message_record
 from gateway.store.rules import may_finish, stamps_sent_at
-from gateway.store.sqlite_rows import delivery_record, message_record, refresh_summary, trace
+from gateway.store.sqlite_rows import refresh_summary, trace
+from gateway.store.trace_words import lease_expired_reason, outcome_detail
 
 __all__ = ["claim", "finish", "reap_leases", "release"]
 
@@ -80,8 +81,7 @@ def _trace_lease_expired(db: sqlite3.Connection, row: sqlite3.Row, now: float) -
         now,
         row["state"],
         "delivery.lease_expired",
-        f"the lease of {row['lease_owner']} ran out (its worker is gone); attempt {row['attempts']} will be "
-        "taken up again",
+        lease_expired_reason(row["lease_owner"], row["attempts"]),
         delivery_id=row["id"],
         attempt=row["attempts"],
     )
@@ -150,9 +150,7 @@ def finish(
             "UPDATE messages SET state = 'delivered', updated_at = ? WHERE id = ? AND state = 'received'",
             (now, row["message_id"]),
         )
-    detail: dict[str, Any] = {"next_attempt_at": next_attempt_at} if next_attempt_at is not None else {}
-    if code:
-        detail["code"] = code
+    detail = outcome_detail(code, next_attempt_at)
     trace(
         db,
         row["message_id"],

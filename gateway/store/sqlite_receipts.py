@@ -17,8 +17,10 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
 )
+from gateway.store.records import message_record
 from gateway.store.rules import APPREC_SETTLES, apprec_state, transport_failure_state, transport_may_fail
-from gateway.store.sqlite_rows import insert_message, message_record, refresh_summary, take_duplicate, trace
+from gateway.store.sqlite_rows import insert_message, refresh_summary, take_duplicate, trace
+from gateway.store.trace_words import apprec_reason, outcome_detail
 
 __all__ = [
     "ack_inbox",
@@ -111,7 +113,7 @@ def transport_failed(
            lease_owner = NULL, lease_expires_at = NULL, updated_at = ? WHERE id = ?""",
         (str(state), next_attempt_at, code, error, now, row["id"]),
     )
-    detail = {"code": code, **({"next_attempt_at": next_attempt_at} if next_attempt_at is not None else {})}
+    detail = outcome_detail(code, next_attempt_at)
     trace(db, message_id, now, str(state), f"delivery.{state}", error, delivery_id=row["id"], detail=detail)
     refresh_summary(db, message_id, now)
     return True
@@ -122,7 +124,6 @@ def _settle(
 ) -> None:
     """A delivery's AppRec outcome: the state (if it still waits for one), the status and errors, a trace line."""
     settled = new_state = apprec_state(outcome.status)
-    codes = ", ".join(f"{code} {text}".strip() for code, text in outcome.errors)
     if row["state"] in APPREC_SETTLES:
         db.execute(
             """UPDATE deliveries SET state = ?, apprec_status = ?, apprec_errors = ?, apprec_message_id = ?,
@@ -137,10 +138,10 @@ def _settle(
                 row["id"],
             ),
         )
-        reason = f"AppRec status {outcome.status} from {row['receiver_her']}" + (f": {codes}" if codes else "")
+        reason = apprec_reason(outcome, row["receiver_her"], settles=True)
     else:
         new_state = DeliveryState(row["state"])
-        reason = f"another AppRec from {row['receiver_her']} (status {outcome.status}) after it was settled"
+        reason = apprec_reason(outcome, row["receiver_her"], settles=False)
     trace(
         db,
         row["message_id"],

@@ -14,20 +14,11 @@ schema it does not understand (after a rollback, say) - StoreError, naming both 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
 
-from gateway.errors import StoreError
+from gateway.store.migrations import Migration, refuse_newer
 
-__all__ = ["LATEST", "MIGRATIONS", "Migration", "migrate", "version_of"]
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    why: str
-    statements: Sequence[str] = ()  # empty: the base schema (schema.sql)
+__all__ = ["LATEST", "MIGRATIONS", "migrate", "version_of"]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -43,11 +34,7 @@ def version_of(db: sqlite3.Connection) -> int:
 def migrate(db: sqlite3.Connection) -> tuple[int, int]:
     """Bring ``db`` (in autocommit mode) to :data:`LATEST`; (the version found, the version now)."""
     found = version_of(db)
-    if found > LATEST:
-        raise StoreError(
-            f"The store's schema is version {found}, written by a newer gateway; this one knows versions up to "
-            f"{LATEST}. Run the newer gateway (or restore a backup of the store from before it ran)."
-        )
+    refuse_newer(found, LATEST)
     for migration in MIGRATIONS:
         if migration.version <= found:
             continue
