@@ -102,6 +102,7 @@ async def region(
     *,
     protection: str = "none",
     hub_register: Register | None = None,
+    hub_store: str | None = None,
     **sections: Any,
 ) -> AsyncIterator[TestRegion]:
     base = hub_register or load_register(PROJECT_ROOT / "config" / "sio-region.toml")
@@ -114,8 +115,9 @@ async def region(
     security: dict[str, Any] = {"protection": protection}
     if pki is not None:
         security |= {"trust_anchors": (pki / "ca.crt",), "crls": (str(pki / "ca.crl"),)}
+    hub_sections = {**sections, "store": {"url": hub_store}} if hub_store else sections
     hub = Gateway(
-        settings_for(tmp_path / "hub", security=security, **sections),
+        settings_for(tmp_path / "hub", security=security, **hub_sections),
         register=hub_reg,
         clock=clock,
         adapter_options={"memory": {"network": network, "address": "memory://hub"}},

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from pathlib import Path
 
 import pytest
 
 from gateway.config import Settings, StoreSettings, load_settings, redacted_url
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, StoreError
 from gateway.store.factory import open_store, sqlite_path
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
 from .region import settings_for
@@ -38,12 +40,16 @@ async def test_a_tool_does_not_make_an_empty_store(tmp_path: Path) -> None:
         assert await existing.get_meta("k") == "v"
 
 
-def test_a_postgresql_url_is_refused_without_its_password(tmp_path: Path) -> None:
-    settings = _with(settings_for(tmp_path), "postgresql://gateway:s3cret@db.example/sio")
-    with pytest.raises(ConfigError) as caught:
-        open_store(settings)
-    assert "postgresql://gateway:***@db.example/sio" in caught.value.message
-    assert "s3cret" not in caught.value.message
+async def test_a_postgresql_url_builds_the_postgresql_store_and_never_shows_its_password(tmp_path: Path) -> None:
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # nothing listens there once closed
+    settings = _with(settings_for(tmp_path), f"postgresql://gateway:s3cret@127.0.0.1:{port}/sio")
+    store = open_store(settings)
+    assert isinstance(store, PostgresStore) and "s3cret" not in repr(store)
+    with pytest.raises(StoreError) as caught:
+        await store.open()
+    assert "gateway:***@127.0.0.1" in caught.value.message and "s3cret" not in caught.value.message
 
 
 @pytest.mark.parametrize("url", ["gateway.sqlite", "mysql://db/x", "sqlite://", "sqlite:///"])

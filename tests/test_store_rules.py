@@ -1,6 +1,6 @@
 """The storage-independent queue and receipt rules (gateway/store/rules.py): what a message shows, which
 outcome counts, what an AppRec settles, what is finished - and that the SQL which must spell a state set out
-(the SQLite schema's partial index, the claim queries) spells the rules' set."""
+(both schemas' partial indexes, both stores' claim queries) spells the rules' set."""
 
 from __future__ import annotations
 
@@ -52,8 +52,7 @@ def test_a_dead_letter_is_not_finished_and_an_operator_can_retry_it() -> None:
 
 def test_the_sql_that_spells_the_active_states_out_spells_the_rules_set() -> None:
     active = "(" + ", ".join(f"'{s}'" for s in rules.ACTIVE_STATES) + ")"
-    schema = (PROJECT_ROOT / "gateway" / "store" / "schema.sql").read_text(encoding="utf-8")
-    queue = (PROJECT_ROOT / "gateway" / "store" / "sqlite_queue.py").read_text(encoding="utf-8")
-    for text in (schema, queue):
-        spelled = set(re.findall(r"state IN (\('queued'[^)]*\))", text))
-        assert spelled == {active}, spelled
+    store = PROJECT_ROOT / "gateway" / "store"
+    for name in ("schema.sql", "sqlite_queue.py", "postgres_schema.sql", "postgres_queue.py"):
+        spelled = set(re.findall(r"state IN (\('queued'[^)]*\))", (store / name).read_text(encoding="utf-8")))
+        assert spelled == {active}, (name, spelled)

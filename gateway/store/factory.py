@@ -1,9 +1,10 @@
 """The one place a store is built from the settings (``[store] url``): the service and the command-line tools
 ask here, and no other module names a store class.
 
-``sqlite:///<path>`` is the embedded store (relative to the data dir; ``sqlite:////abs/path`` absolute).
-``postgresql://`` is refused with a ConfigError that says so until the PostgreSQL store is built (issue 12);
-a URL's password is never put in an error.
+- ``sqlite:///<path>``: the embedded store, one process (relative to the data dir; ``sqlite:////abs`` absolute);
+- ``postgresql://<user>@<host>[:port]/<database>`` (or ``postgres://``): one database for several gateway
+  processes (postgres.py). Its password, if the URL carries one, is never put in a log line or an error;
+  PostgreSQL's own ``PGPASSFILE`` (``~/.pgpass``) keeps it out of the config altogether.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from gateway.config import Settings, redacted_url
 from gateway.errors import ConfigError
 from gateway.store.base import Store
+from gateway.store.postgres import PostgresStore
 from gateway.store.sqlite import SqliteStore
 
 __all__ = ["open_store", "sqlite_path"]
@@ -29,13 +31,11 @@ def sqlite_path(settings: Settings) -> Path | None:
 
 def open_store(settings: Settings, *, existing: bool = False) -> Store:
     """The store ``[store] url`` names (not yet opened: use it as an async context manager). ``existing``:
-    a tool that reads a gateway's store refuses to make an empty one."""
+    a tool that reads a gateway's store refuses to make an empty SQLite file (a PostgreSQL database is made
+    by its operator, never by the gateway)."""
     path = sqlite_path(settings)
     if path is None:
-        raise ConfigError(
-            f"[store] url {redacted_url(settings.store.url)}: only SQLite stores (sqlite:///<file>) are "
-            "built so far; the PostgreSQL store is not."
-        )
+        return PostgresStore(settings.store.url)
     if existing and not path.exists():
         raise ConfigError(f"No store at {path} ([store] url {redacted_url(settings.store.url)}).")
     return SqliteStore(path)

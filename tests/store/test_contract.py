@@ -1,26 +1,31 @@
-"""The SQLite store on a real file: durable accept, dedupe, leases that expire, ordered lanes, fencing."""
+"""The store contract, run against every store (tests/store/conftest.py: SQLite on a real file, PostgreSQL on a
+real server): durable accept, dedupe, leases that expire, ordered lanes, fencing, receipts, the inbox,
+operator control, retention, refused packets and the adapters' meta values."""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
-from pathlib import Path
+from collections.abc import Awaitable
 
 import pytest
 
 from gateway.errors import Conflict
-from gateway.store.base import AppRecOutcome, DeliveryState, Direction, MessageState, NewDelivery, NewMessage, Refusal
-from gateway.store.sqlite import SqliteStore
+from gateway.store.base import (
+    AppRecOutcome,
+    DeliveryState,
+    Direction,
+    MessageState,
+    NewDelivery,
+    NewMessage,
+    Refusal,
+    Store,
+)
+
+from .conftest import StoreMaker
 
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(name="store")
-async def _store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    async with SqliteStore(tmp_path / "gateway.sqlite") as store:
-        yield store
 
 
 def message(msg_id: str | None = None, *, sender: str = "7100101", payload: bytes = b"<m/>") -> NewMessage:
@@ -45,17 +50,16 @@ def to(receiver: str = "7200101", *, ordered: bool = True) -> NewDelivery:
 
 
 class TestAccept:
-    async def test_survives_reopen(self, tmp_path: Path) -> None:
-        """What add_message returned is on disk: a new connection reads it back."""
-        path = tmp_path / "g.sqlite"
-        async with SqliteStore(path) as store:
+    async def test_survives_reopen(self, make_store: StoreMaker) -> None:
+        """What add_message returned is stored: another store on the same database reads it back."""
+        async with make_store() as store:
             record, created = await store.add_message(message(), [to()], now=NOW)
-        async with SqliteStore(path) as store:
+        async with make_store() as store:
             view = await store.get(record.id)
         assert created and view is not None and view.message.state == MessageState.QUEUED
         assert [d.state for d in view.deliveries] == [DeliveryState.QUEUED]
 
-    async def test_dedupe_key(self, store: SqliteStore) -> None:
+    async def test_dedupe_key(self, store: Store) -> None:
         """The same dedupe key returns the first record, counts and traces the duplicate."""
         first, _ = await store.add_message(message("a"), [to()], now=NOW)
         again, created = await store.add_message(message("a"), [to()], now=NOW + 1)
@@ -66,7 +70,7 @@ class TestAccept:
 
 
 class TestLeases:
-    async def test_claim_is_exclusive_until_the_lease_expires(self, store: SqliteStore) -> None:
+    async def test_claim_is_exclusive_until_the_lease_expires(self, store: Store) -> None:
         """A leased delivery is not claimed again until its lease runs out; then it is, attempt 2."""
         await store.add_message(message(), [to()], now=NOW)
         [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
@@ -81,7 +85,7 @@ class TestLeases:
         view = await store.get(claim.message.id)
         assert view is not None and "delivery.lease_expired" in [t.event for t in view.trace]
 
-    async def test_release_gives_back_unstarted_work(self, store: SqliteStore) -> None:
+    async def test_release_gives_back_unstarted_work(self, store: Store) -> None:
         """On shutdown the owner releases its leases; the work is due again at once."""
         await store.add_message(message(), [to()], now=NOW)
         await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
@@ -91,7 +95,7 @@ class TestLeases:
 
 
 class TestTransportOutcomes:
-    async def test_only_a_sent_delivery_without_an_apprec_is_refused_by_its_transport(self, store: SqliteStore) -> None:
+    async def test_only_a_sent_delivery_without_an_apprec_is_refused_by_its_transport(self, store: Store) -> None:
         """A transport's late word (refused, abandoned) changes a sent delivery; one that an AppRec settled first,
         or one not sent yet, stays as it is."""
         record, _ = await store.add_message(message(), [to()], now=NOW)
@@ -118,7 +122,7 @@ class TestTransportOutcomes:
         view = await store.get(settled.id)
         assert view is not None and view.deliveries[0].state == DeliveryState.ACKNOWLEDGED
 
-    async def test_the_transports_word_can_come_before_the_send_is_recorded(self, store: SqliteStore) -> None:
+    async def test_the_transports_word_can_come_before_the_send_is_recorded(self, store: Store) -> None:
         """NHN reports a rejection while the worker still holds the lease: the delivery is dead, and the
         worker's late "sent" finds it settled."""
         record, _ = await store.add_message(message(), [to()], now=NOW)
@@ -130,7 +134,7 @@ class TestTransportOutcomes:
         view = await store.get(record.id)
         assert view is not None and view.deliveries[0].state == DeliveryState.DEAD
 
-    async def test_an_abandoned_delivery_can_wait_to_be_sent_again(self, store: SqliteStore) -> None:
+    async def test_an_abandoned_delivery_can_wait_to_be_sent_again(self, store: Store) -> None:
         record, _ = await store.add_message(message(), [to()], now=NOW)
         [claim] = await store.claim_due(owner="a", now=NOW, limit=10, lease_s=30)
         await store.mark_sent(claim.delivery.id, owner="a", now=NOW + 1, reason="ok")
@@ -143,7 +147,7 @@ class TestTransportOutcomes:
 
 
 class TestLanes:
-    async def test_ordered_lane_goes_one_at_a_time_in_acceptance_order(self, store: SqliteStore) -> None:
+    async def test_ordered_lane_goes_one_at_a_time_in_acceptance_order(self, store: Store) -> None:
         """Ny -> Endring -> Kansellering: the second waits while the first is in flight or retrying."""
         ids = [(await store.add_message(message(f"m{i}"), [to()], now=NOW + i))[0].id for i in range(3)]
         [first] = await store.claim_due(owner="w", now=NOW + 10, limit=10, lease_s=30)
@@ -159,7 +163,7 @@ class TestLanes:
         [second] = await store.claim_due(owner="w", now=NOW + 101, limit=10, lease_s=30)  # dead releases it
         assert second.message.id == ids[1]
 
-    async def test_lanes_do_not_block_each_other(self, store: SqliteStore) -> None:
+    async def test_lanes_do_not_block_each_other(self, store: Store) -> None:
         """Another sender or receiver is another lane; unordered routes send in parallel."""
         await store.add_message(message("a", sender="7100101"), [to()], now=NOW)
         await store.add_message(message("b", sender="7100201"), [to()], now=NOW)
@@ -168,7 +172,7 @@ class TestLanes:
         claims = await store.claim_due(owner="w", now=NOW, limit=10, lease_s=30)
         assert sorted(c.message.msg_id or "" for c in claims) == ["a", "b", "c", "d"]
 
-    async def test_paused_route_is_not_claimed(self, store: SqliteStore) -> None:
+    async def test_paused_route_is_not_claimed(self, store: Store) -> None:
         """A paused route keeps its messages until it is resumed; the trace says who did it."""
         record, _ = await store.add_message(message(), [to()], now=NOW)
         await store.pause("7200101", actor="ops", now=NOW)
@@ -184,7 +188,7 @@ class TestLanes:
 
 
 class TestOperator:
-    async def test_dead_letter_retried_and_cancelled(self, store: SqliteStore) -> None:
+    async def test_dead_letter_retried_and_cancelled(self, store: Store) -> None:
         """A dead delivery keeps its payload; an operator retries it with fresh attempts, or cancels it."""
         record, _ = await store.add_message(message(), [to()], now=NOW)
         [claim] = await store.claim_due(owner="w", now=NOW, limit=1, lease_s=30)
@@ -200,7 +204,7 @@ class TestOperator:
 
     @pytest.mark.parametrize("fate", ["cancelled", "dead"])
     async def test_a_receiver_that_did_not_get_it_is_never_summarised_as_acknowledged(
-        self, store: SqliteStore, fate: str
+        self, store: Store, fate: str
     ) -> None:
         """Item 14: the copy to the legevakt acknowledged, the primary to St. Olavs cancelled by an operator
         (or dead): the message must not read "acknowledged" - a receiver did not get it."""
@@ -220,7 +224,7 @@ class TestOperator:
         assert {d.receiver_her: d.state for d in view.deliveries} == {"7103001": "acknowledged", "7200101": fate}
         assert view.message.state == fate
 
-    async def test_prune_drops_payload_keeps_trace(self, store: SqliteStore) -> None:
+    async def test_prune_drops_payload_keeps_trace(self, store: Store) -> None:
         """After the retention period a finished message loses its payload, not its metadata or trace; a dead
         letter keeps its payload (an operator may still retry it), and a pruned message cannot be retried."""
         record, _ = await store.add_message(message(), [to()], now=NOW)
@@ -238,7 +242,7 @@ class TestOperator:
 
 
 class TestRouteLimits:
-    async def test_a_route_gets_no_more_than_its_share(self, store: SqliteStore) -> None:
+    async def test_a_route_gets_no_more_than_its_share(self, store: Store) -> None:
         """Thirteen lanes to one receiver: a claim takes only as many as the route may have in flight."""
         for i in range(13):
             await store.add_message(message(f"m{i}", sender=f"71{i:02}101"), [to()], now=NOW)
@@ -253,7 +257,7 @@ class TestRouteLimits:
 
 
 class TestPruneAppRecs:
-    async def test_a_sent_apprec_is_finished(self, store: SqliteStore) -> None:
+    async def test_a_sent_apprec_is_finished(self, store: Store) -> None:
         """An AppRec expects no answer: once sent it is finished, and its payload is pruned in time."""
         apprec = dataclasses.replace(message("ar"), kind="apprec-1.1", msg_type="APPREC")
         record, _ = await store.add_message(apprec, [to()], now=NOW)
@@ -266,7 +270,7 @@ class TestPruneAppRecs:
         assert await store.payload(record.id) is None and await store.payload(business.id) is not None
 
 
-async def test_a_refusal_keeps_what_the_transport_claimed_cut_to_size(store: SqliteStore) -> None:
+async def test_a_refusal_keeps_what_the_transport_claimed_cut_to_size(store: Store) -> None:
     """Headers a peer fills with a megabyte cost the refusal log a few hundred bytes."""
     big = "7" * 1_000_000
     refusal = Refusal(at=NOW, via="http", event="security.unverified_packet", condition=None, code=None,

@@ -1,0 +1,111 @@
+"""Row helpers of the PostgreSQL store: trace lines, message summaries, inserting a message and finding its
+duplicate - the PostgreSQL spelling of sqlite_rows.py, with the rules of rules.py and the records of
+records.py. Everything here runs inside a transaction the caller holds on ``conn``.
+
+Concurrency (several gateway processes, READ COMMITTED): a message's summary is computed with the message's
+row locked, after its delivery was changed, so two processes settling two deliveries of one message cannot
+each write a summary that misses the other's change (rows are always locked delivery first, then message).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from gateway.store.base import Direction, MessageRecord, NewDelivery, NewMessage
+from gateway.store.records import DELIVERY_COLUMNS, MESSAGE_COLUMNS, delivery_values, message_record, message_values
+from gateway.store.rules import first_state, summarise
+from gateway.store.trace_words import delivery_reason, duplicate_reason, first_line
+
+__all__ = ["Connection", "insert_message", "message_by_id", "refresh_summary", "take_duplicate", "trace"]
+
+Connection = Any  # asyncpg.Connection (or a pool's proxy of one): asyncpg ships no types
+
+
+async def trace(
+    conn: Connection,
+    message_id: str,
+    at: float,
+    state: str,
+    event: str,
+    reason: str,
+    *,
+    delivery_id: int | None = None,
+    attempt: int | None = None,
+    actor: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO trace (message_id, delivery_id, at, state, event, reason, attempt, actor, detail)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        message_id,
+        delivery_id,
+        at,
+        state,
+        event,
+        reason,
+        attempt,
+        actor,
+        json.dumps(detail) if detail else None,
+    )
+
+
+async def refresh_summary(conn: Connection, message_id: str, now: float) -> None:
+    """Outbound messages show the summary of their deliveries' states (read with the message row locked)."""
+    direction = await conn.fetchval("SELECT direction FROM messages WHERE id = $1 FOR UPDATE", message_id)
+    if direction != Direction.OUT:
+        return
+    states = [r["state"] for r in await conn.fetch("SELECT state FROM deliveries WHERE message_id = $1", message_id)]
+    await conn.execute(
+        "UPDATE messages SET state = $1, updated_at = $2 WHERE id = $3", str(summarise(states)), now, message_id
+    )
+
+
+async def message_by_id(conn: Connection, message_id: str) -> MessageRecord:
+    return message_record(await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id))
+
+
+async def take_duplicate(conn: Connection, m: NewMessage, now: float) -> MessageRecord | None:
+    """The message already stored under one of ``m``'s ``duplicate_of`` keys or its own dedupe key, in that
+    order (counted and traced), or None."""
+    row = None
+    for key in (*m.duplicate_of, *((m.dedupe_key,) if m.dedupe_key else ())):
+        row = await conn.fetchrow("SELECT * FROM messages WHERE dedupe_key = $1 FOR UPDATE", key)
+        if row is not None:
+            break
+    if row is None:
+        return None
+    await conn.execute(
+        "UPDATE messages SET duplicates = duplicates + 1, updated_at = $1 WHERE id = $2", now, row["id"]
+    )
+    same = hashlib.sha256(m.payload).hexdigest() == row["payload_sha256"]
+    await trace(
+        conn, row["id"], now, row["state"], "message.duplicate", duplicate_reason(same, m.client), actor=m.client
+    )
+    return await message_by_id(conn, row["id"])
+
+
+async def insert_message(
+    conn: Connection, m: NewMessage, deliveries: Sequence[NewDelivery], now: float
+) -> MessageRecord:
+    """Insert a message, its deliveries and their first trace lines."""
+    await conn.execute(
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({_placeholders(MESSAGE_COLUMNS)})",  # noqa: S608
+        *message_values(m, first_state(m, deliveries), now),
+    )
+    state, event, reason = first_line(m)
+    await trace(conn, m.id, now, state, event, reason, actor=m.client, detail=m.detail)
+    for d in deliveries:
+        delivery_id = await conn.fetchval(
+            f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES ({_placeholders(DELIVERY_COLUMNS)}) RETURNING id",  # noqa: S608
+            *delivery_values(m, d, now),
+        )
+        await trace(conn, m.id, now, str(d.state), f"delivery.{d.state}", delivery_reason(d), delivery_id=delivery_id)
+    return await message_by_id(conn, m.id)
+
+
+def _placeholders(columns: str) -> str:
+    """``$1, $2, ...`` for a fixed column list (names only ever come from records.py)."""
+    return ", ".join(f"${n}" for n in range(1, columns.count(",") + 2))

@@ -1,0 +1,86 @@
+"""Several stores on one database at once - as several gateway processes share one PostgreSQL (and, slower, one
+SQLite file): every delivery is claimed by one of them, an ordered lane never has two in flight, the same
+message accepted by two at once is stored once, and a message's summary sees every delivery's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+
+from gateway.store.base import DeliveryState, MessageState, NewDelivery, Store
+
+from .conftest import StoreMaker
+from .test_contract import NOW, message, to
+
+LANES, PER_LANE, UNORDERED = 6, 5, 30
+
+
+async def test_each_delivery_goes_to_one_claimer_and_a_lane_stays_one_at_a_time(make_store: StoreMaker) -> None:
+    async with make_store() as first:
+        for lane in range(LANES):
+            for i in range(PER_LANE):
+                await first.add_message(message(f"l{lane}-{i}", sender=f"71{lane:02}101"), [to()], now=NOW + i)
+        for i in range(UNORDERED):
+            await first.add_message(message(f"u{i}", sender="7199101"), [to("7300101", ordered=False)], now=NOW)
+    stores = [make_store() for _ in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        for store in stores:
+            await stack.enter_async_context(store)
+        sent: Counter[int] = Counter()
+        in_flight: dict[str, int] = {}  # lane -> delivery id, while leased
+
+        async def work(store: Store, owner: str) -> None:
+            idle = 0
+            while idle < 3:
+                claims = await store.claim_due(owner=owner, now=NOW + 100, limit=4, lease_s=600)
+                if not claims:
+                    idle += 1
+                    await asyncio.sleep(0.01)
+                    continue
+                idle = 0
+                for claim in claims:
+                    lane = claim.delivery.lane
+                    if claim.delivery.receiver_her == "7200101":  # ordered
+                        assert lane not in in_flight, f"two of lane {lane} in flight"
+                        in_flight[lane] = claim.delivery.id
+                for claim in claims:
+                    await asyncio.sleep(0)  # let the others claim meanwhile
+                    assert await store.mark_sent(claim.delivery.id, owner=owner, now=NOW + 101, reason="sent")
+                    sent[claim.delivery.id] += 1
+                    in_flight.pop(claim.delivery.lane, None)
+
+        await asyncio.gather(*(work(store, f"process-{i}") for i, store in enumerate(stores)))
+    assert len(sent) == LANES * PER_LANE + UNORDERED and set(sent.values()) == {1}
+
+
+async def test_the_same_message_accepted_by_two_at_once_is_stored_once(make_store: StoreMaker) -> None:
+    async with make_store() as one, make_store() as two:
+        results = await asyncio.gather(
+            *(store.add_message(message("same"), [to()], now=NOW) for store in (one, two, one, two))
+        )
+    created = [record.id for record, fresh in results if fresh]
+    assert len(created) == 1 and {record.id for record, _ in results} == set(created)
+
+
+async def test_a_summary_sees_every_deliverys_outcome(make_store: StoreMaker) -> None:
+    """Two processes settle the two deliveries of one message at the same moment: the message reads
+    acknowledged only with both, never from a view that missed the other's change."""
+    receivers = [f"72{i:02}101" for i in range(8)]
+    async with make_store() as setup:
+        record, _ = await setup.add_message(
+            message("copies"), [NewDelivery(her, "COP", "memory", ordered=False) for her in receivers], now=NOW
+        )
+        claims = await setup.claim_due(owner="w", now=NOW, limit=20, lease_s=600)
+    async with make_store() as one, make_store() as two:
+        await asyncio.gather(
+            *(
+                (one if i % 2 else two).mark_sent(
+                    c.delivery.id, owner="w", now=NOW + 1, reason="taken", state=DeliveryState.ACKNOWLEDGED
+                )
+                for i, c in enumerate(claims)
+            )
+        )
+        view = await one.get(record.id)
+    assert view is not None and {d.state for d in view.deliveries} == {DeliveryState.ACKNOWLEDGED}
+    assert view.message.state == MessageState.ACKNOWLEDGED
