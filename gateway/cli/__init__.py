@@ -10,6 +10,7 @@ gateway pki        make the dev PKI
 gateway protect / unprotect  CMS sign+encrypt / decrypt+verify on stdin/stdout
 gateway bus        dead letters on Helsenorge's Tjenestebuss: list them, put them back
 gateway migrate    bring a stopped gateway's store to this gateway's schema
+gateway migrate-store  move a stopped region's SQLite store into PostgreSQL
 gateway sim        run a local simulator of a national service (nhn: NHN's Meldingstjener, EDI peers, HelseID)
 """
 
@@ -20,12 +21,26 @@ import sys
 from collections.abc import Sequence
 
 from gateway import __version__
-from gateway.cli import bus, client, migrate, parties, pki, protect, queue, replay, schemas, serve, sim, validate
+from gateway.cli import (
+    bus,
+    client,
+    migrate,
+    migrate_store,
+    parties,
+    pki,
+    protect,
+    queue,
+    replay,
+    schemas,
+    serve,
+    sim,
+    validate,
+)
 from gateway.errors import GatewayError
 
 __all__ = ["main"]
 
-_COMMANDS = [serve, validate, schemas, parties, client, queue, bus, replay, pki, protect, sim, migrate]
+_COMMANDS = [serve, validate, schemas, parties, client, queue, bus, replay, pki, protect, sim, migrate, migrate_store]
 
 
 def build_parser() -> argparse.ArgumentParser:
