@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -60,7 +61,9 @@ _PACKAGED = Path(__file__).resolve().parent / "resources"
 
 
 def redacted_url(url: str) -> str:
-    """``url`` with any password in it replaced by ``***`` (for logs and errors)."""
+    """``url`` with any password in it - ``user:pw@`` or a ``password=`` query parameter (libpq's) - replaced by
+    ``***`` (for logs and errors)."""
+    url = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not at or ":" not in creds:

@@ -14,6 +14,7 @@ carries a password.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -40,13 +41,22 @@ from gateway.store.base import (
 )
 from gateway.store.postgres_rows import Connection, insert_message, take_duplicate, trace
 from gateway.store.postgres_schema import migrate
-from gateway.store.records import delivery_record, message_record, trace_entry
+from gateway.store.records import delivery_record, message_fields, message_record, trace_entry
 
 __all__ = ["PostgresStore"]
 
 log = get_logger("gateway.store")
 
 _T = TypeVar("_T")
+
+#: how long opening a connection (or waiting for one of the pool's) and one statement may take: a server gone
+#: behind a partition is a StoreError, not a hang
+_CONNECT_TIMEOUT_S = 10.0
+_STATEMENT_TIMEOUT_S = 60.0
+_CLOSE_TIMEOUT_S = 10.0
+#: a transaction lost a race another process won: run once more (the second run sees the winner's rows)
+_RACES = (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_ATTEMPTS = 2
 
 
 class PostgresStore:
@@ -68,13 +78,20 @@ class PostgresStore:
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.min_connections, max_size=self.max_connections
+                self.dsn,
+                min_size=self.min_connections,
+                max_size=self.max_connections,
+                timeout=_CONNECT_TIMEOUT_S,
+                command_timeout=_STATEMENT_TIMEOUT_S,
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (OSError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"The store at {redacted_url(self.dsn)} cannot be reached: {_said(exc)}.") from None
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=_CONNECT_TIMEOUT_S) as conn:
                 self.schema = await migrate(conn)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self.close()
+            raise StoreError(f"The store's schema could not be brought up to date: {_said(exc)}.") from None
         except BaseException:
             await self.close()
             raise
@@ -83,8 +100,12 @@ class PostgresStore:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        if pool is None:
+            return
+        try:  # connections still in use get a moment to come back, then are cut
+            await asyncio.wait_for(pool.close(), timeout=_CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            pool.terminate()
 
     async def migrate(self) -> tuple[int, int]:
         return self.schema
@@ -97,21 +118,34 @@ class PostgresStore:
         await self.close()
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Connection]:
+    async def _tx(self, *, reading: bool = False) -> AsyncIterator[Connection]:
+        """One transaction: READ COMMITTED for changes (the row locks and re-checked updates the modules rely
+        on, whatever the server's default), one read-only snapshot for a view read in several queries."""
         if self._pool is None:
             raise StoreError("The store is not open.")
-        async with self._pool.acquire() as conn, conn.transaction():
+        isolation = "repeatable_read" if reading else "read_committed"
+        async with self._pool.acquire(timeout=_CONNECT_TIMEOUT_S) as conn, conn.transaction(
+            isolation=isolation, readonly=reading
+        ):
             yield conn
 
-    async def _in_tx(self, fn: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
-        """Run ``fn(conn, *args, **kwargs)`` in one transaction; database failures become StoreError."""
-        try:
-            async with self._tx() as conn:
-                return await fn(conn, *args, **kwargs)
-        except GatewayError:
-            raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(f"The store failed: {_said(exc)}.") from exc
+    async def _in_tx(self, fn: Callable[..., Awaitable[_T]], *args: Any, reading: bool = False, **kwargs: Any) -> _T:
+        """Run ``fn(conn, *args, **kwargs)`` in one transaction, once more when it lost a race another process won
+        (a unique key taken meanwhile, a deadlock PostgreSQL broke): the second run finds what the first missed.
+        Database failures become StoreError."""
+        for attempt in range(_ATTEMPTS):
+            try:
+                async with self._tx(reading=reading) as conn:
+                    return await fn(conn, *args, **kwargs)
+            except GatewayError:
+                raise
+            except _RACES as exc:
+                if attempt + 1 < _ATTEMPTS:
+                    continue
+                raise StoreError(f"The store failed: {_said(exc)}.") from exc
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                raise StoreError(f"The store failed: {_said(exc)}.") from exc
+        raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     # -- taking messages in -------------------------------------------------------------------------
 
@@ -123,16 +157,7 @@ class PostgresStore:
         now: float,
         follow_ups: Sequence[tuple[NewMessage, Sequence[NewDelivery]]] = (),
     ) -> tuple[MessageRecord, bool]:
-        for attempt in range(2):
-            try:
-                return await self._in_tx(_add_message, message, list(deliveries), now, list(follow_ups))
-            except StoreError as exc:
-                # the same message taken by another process between our look for it and our insert: once more,
-                # and the look finds it
-                if attempt == 0 and isinstance(exc.__cause__, asyncpg.UniqueViolationError):
-                    continue
-                raise
-        raise AssertionError("unreachable: the second attempt returns or raises")  # pragma: no cover
+        return await self._in_tx(_add_message, message, list(deliveries), now, list(follow_ups))
 
     # -- the delivery queue -------------------------------------------------------------------------
 
@@ -188,7 +213,7 @@ class PostgresStore:
     # -- looking ------------------------------------------------------------------------------------
 
     async def get(self, message_id: str) -> MessageView | None:
-        return await self._in_tx(_get, message_id)
+        return await self._in_tx(_get, message_id, reading=True)
 
     async def payload(self, message_id: str) -> bytes | None:
         async def read(conn: Connection) -> bytes | None:
@@ -209,7 +234,7 @@ class PostgresStore:
         cursor: str | None = None,
         parties: Sequence[str] | None = None,
     ) -> Page:
-        return await self._in_tx(_list, state, kind, direction, route, since, limit, cursor, parties)
+        return await self._in_tx(_list, state, kind, direction, route, since, limit, cursor, parties, reading=True)
 
     async def counts(self) -> dict[str, int]:
         async def count(conn: Connection) -> dict[str, int]:
@@ -223,7 +248,7 @@ class PostgresStore:
             }
             return found
 
-        return await self._in_tx(count)
+        return await self._in_tx(count, reading=True)
 
     # -- receipts and the EHR inbox -------------------------------------------------------------------
 
@@ -357,7 +382,7 @@ async def _add_message(
 
 
 async def _get(conn: Connection, message_id: str) -> MessageView | None:
-    row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id)
+    row = await conn.fetchrow(f"SELECT {message_fields()} FROM messages m WHERE m.id = $1", message_id)  # noqa: S608
     if row is None:
         return None
     deliveries = await conn.fetch("SELECT * FROM deliveries WHERE message_id = $1 ORDER BY id", message_id)
@@ -407,7 +432,7 @@ async def _list(
         at, _, last_id = cursor.partition(":")
         when, after = arg(float(at)), arg(last_id)
         where.append(f"(m.created_at < {when} OR (m.created_at = {when} AND m.id < {after}))")
-    sql = "SELECT m.* FROM messages m"
+    sql = f"SELECT {message_fields()} FROM messages m"  # noqa: S608 - fixed names
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += f" ORDER BY m.created_at DESC, m.id DESC LIMIT {arg(limit + 1)}"

@@ -59,11 +59,8 @@ async def _requeue(conn: Connection, row: Any, *, actor: str, now: float, ttl_s:
 async def retry(conn: Connection, message_id: str, *, actor: str, now: float, ttl_s: Ttl) -> int:
     """Send a message's dead, waiting or cancelled deliveries again now, with a fresh attempt count.
     A delivery being sent right now (leased) is left alone, so nothing goes out twice at once."""
-    message = await conn.fetchrow("SELECT payload IS NULL AS pruned FROM messages WHERE id = $1", message_id)
-    if message is None:
+    if await conn.fetchval("SELECT 1 FROM messages WHERE id = $1", message_id) is None:
         raise NotFound(f"No message {message_id}.")
-    if message["pruned"]:
-        raise Conflict(f"Message {message_id} has been pruned after the retention period; nothing to send.")
     rows = await conn.fetch(
         """SELECT * FROM deliveries WHERE message_id = $1 AND state = ANY($2::text[])
            AND (lease_owner IS NULL OR lease_expires_at <= $3) ORDER BY id FOR UPDATE""",
@@ -71,6 +68,8 @@ async def retry(conn: Connection, message_id: str, *, actor: str, now: float, tt
         list(RETRYABLE_BY_OPERATOR),
         now,
     )
+    if await _pruned(conn, message_id):
+        raise Conflict(f"Message {message_id} has been pruned after the retention period; nothing to send.")
     if not rows:
         raise Conflict(
             f"Message {message_id} has no delivery that can be retried now (only dead, waiting or cancelled ones "
@@ -86,12 +85,21 @@ async def retry_dead(conn: Connection, *, route: str | None, actor: str, now: fl
     rows = await conn.fetch(
         """SELECT d.* FROM deliveries d JOIN messages m ON m.id = d.message_id
            WHERE d.state = 'dead' AND ($1::text IS NULL OR d.receiver_her = $1) AND m.payload IS NOT NULL
-           ORDER BY d.id FOR UPDATE OF d""",
+           ORDER BY d.message_id, d.id FOR UPDATE OF d""",
         route,
     )
-    for row in rows:
-        await _requeue(conn, row, actor=actor, now=now, ttl_s=ttl_s, why="dead letter retried")
-    return len(rows)
+    requeued = 0
+    for row in rows:  # messages locked in the order of their ids, as everywhere
+        if not await _pruned(conn, row["message_id"]):
+            await _requeue(conn, row, actor=actor, now=now, ttl_s=ttl_s, why="dead letter retried")
+            requeued += 1
+    return requeued
+
+
+async def _pruned(conn: Connection, message_id: str) -> bool:
+    """Whether the message's payload is gone - read with its row locked, after its deliveries were, so a prune
+    running now either finished first (and this says so) or waits for this transaction."""
+    return bool(await conn.fetchval("SELECT payload IS NULL FROM messages WHERE id = $1 FOR UPDATE", message_id))
 
 
 async def cancel(conn: Connection, message_id: str, *, actor: str, now: float) -> int:
@@ -141,8 +149,8 @@ async def pause(conn: Connection, route: str, *, actor: str, now: float) -> None
 async def resume(conn: Connection, route: str, *, actor: str, now: float) -> None:
     await conn.execute("UPDATE routes SET paused = 0, paused_by = NULL, paused_at = NULL WHERE route = $1", route)
     await conn.execute(
-        """UPDATE deliveries SET next_attempt_at = LEAST(next_attempt_at, $1)
-           WHERE receiver_her = $2 AND state = 'queued'""",
+        """UPDATE deliveries SET next_attempt_at = $1
+           WHERE receiver_her = $2 AND state = 'queued' AND next_attempt_at > $1""",
         now,
         route,
     )
@@ -221,8 +229,8 @@ async def set_meta(conn: Connection, key: str, value: str | None) -> None:
 
 
 async def forget_meta(conn: Connection, first: str, last: str) -> None:
-    """Delete the meta keys from ``first`` up to, not including, ``last`` (byte order, as SQLite's)."""
-    await conn.execute('DELETE FROM meta WHERE key COLLATE "C" >= $1 AND key COLLATE "C" < $2', first, last)
+    """Delete the meta keys from ``first`` up to, not including, ``last`` (byte order: the column's collation)."""
+    await conn.execute("DELETE FROM meta WHERE key >= $1 AND key < $2", first, last)
 
 
 async def add_refusal(conn: Connection, r: Refusal, *, keep: int) -> int:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.store.base import Claim, DeliveryState
-from gateway.store.postgres_rows import Connection, message_by_id, refresh_summary, trace
-from gateway.store.records import delivery_record
+from gateway.store.postgres_rows import Connection, refresh_summary, trace
+from gateway.store.records import delivery_record, message_record
 from gateway.store.rules import ACTIVE_STATES, may_finish, stamps_sent_at
 from gateway.store.trace_words import lease_expired_reason, outcome_detail
 
@@ -78,11 +78,17 @@ async def claim(
         route = row["receiver_her"]
         if route in route_limits and taken.get(route, 0) >= route_limits[route]:
             continue  # the route's share of sends in flight is used up
+        # checked again on the row as committed (another process may have claimed, rescheduled or finished it
+        # since the candidates were read): still active, due, its lease free, and still its lane's head; a row
+        # another claimer holds is passed over, never waited for
         leased = await conn.fetchrow(
             """UPDATE deliveries d SET lease_owner = $1, lease_expires_at = $2, attempts = d.attempts + 1
-               FROM (SELECT id, lease_owner, attempts FROM deliveries WHERE id = $3 FOR UPDATE) old
-               WHERE d.id = old.id AND d.state = ANY($4::text[])
+               FROM (SELECT id, lease_owner, attempts FROM deliveries WHERE id = $3 FOR UPDATE SKIP LOCKED) old
+               WHERE d.id = old.id AND d.state = ANY($4::text[]) AND d.next_attempt_at <= $5
                  AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $5)
+                 AND (d.ordered = 0 OR NOT EXISTS (
+                     SELECT 1 FROM deliveries o WHERE o.lane = d.lane AND o.ordered = 1
+                     AND o.state IN ('queued', 'retrying') AND o.id < d.id))
                RETURNING d.*, old.lease_owner AS old_owner, old.attempts AS old_attempts""",
             owner,
             expires,
@@ -95,9 +101,8 @@ async def claim(
         if leased["old_owner"] is not None:
             await _trace_lease_expired(conn, leased, leased["old_owner"], leased["old_attempts"], now)
         taken[route] = taken.get(route, 0) + 1
-        message = await message_by_id(conn, leased["message_id"])
-        payload = await conn.fetchval("SELECT payload FROM messages WHERE id = $1", leased["message_id"])
-        claims.append(Claim(delivery_record(leased), message, bytes(payload or b""), owner, expires))
+        row = await conn.fetchrow("SELECT * FROM messages WHERE id = $1", leased["message_id"])
+        claims.append(Claim(delivery_record(leased), message_record(row), bytes(row["payload"] or b""), owner, expires))
         if len(claims) >= limit:
             break
     return claims
@@ -112,7 +117,7 @@ async def reap_leases(conn: Connection, *, now: float) -> int:
            WHERE d.id = old.id RETURNING d.*, old.lease_owner AS gone_owner""",
         now,
     )
-    for row in rows:
+    for row in sorted(rows, key=lambda r: r["id"]):
         await _trace_lease_expired(conn, row, row["gone_owner"], row["attempts"], now)
     return len(rows)
 

@@ -12,7 +12,7 @@ from typing import Any
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import AppRecOutcome, DeliveryState, MessageRecord, MessageState, NewDelivery, NewMessage
 from gateway.store.postgres_rows import Connection, insert_message, refresh_summary, take_duplicate, trace
-from gateway.store.records import message_record
+from gateway.store.records import message_fields, message_record
 from gateway.store.rules import APPREC_SETTLES, apprec_state, transport_failure_state, transport_may_fail
 from gateway.store.trace_words import apprec_reason, outcome_detail
 
@@ -184,8 +184,8 @@ async def add_apprec_for(
 async def inbox(conn: Connection, receiver_her: str, limit: int) -> list[MessageRecord]:
     """Received messages the EHR of ``receiver_her`` has not acknowledged yet, oldest first."""
     rows = await conn.fetch(
-        """SELECT m.* FROM deliveries d JOIN messages m ON m.id = d.message_id
-           WHERE d.state = 'inbox' AND d.receiver_her = $1 ORDER BY d.id LIMIT $2""",
+        f"""SELECT {message_fields()} FROM deliveries d JOIN messages m ON m.id = d.message_id
+           WHERE d.state = 'inbox' AND d.receiver_her = $1 ORDER BY d.id LIMIT $2""",  # noqa: S608 - fixed names
         receiver_her,
         limit,
     )
@@ -232,7 +232,7 @@ async def mark_overdue(conn: Connection, now: float) -> list[tuple[str, int, str
            RETURNING id, message_id, receiver_her""",
         now,
     )
-    rows = sorted(rows, key=lambda r: r["id"])
+    rows = sorted(rows, key=lambda r: (r["message_id"], r["id"]))  # messages locked in the order of their ids
     for row in rows:
         await trace(
             conn,

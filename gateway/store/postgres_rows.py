@@ -4,7 +4,9 @@ records.py. Everything here runs inside a transaction the caller holds on ``conn
 
 Concurrency (several gateway processes, READ COMMITTED): a message's summary is computed with the message's
 row locked, after its delivery was changed, so two processes settling two deliveries of one message cannot
-each write a summary that misses the other's change (rows are always locked delivery first, then message).
+each write a summary that misses the other's change (rows are always locked delivery first, then message;
+several messages in the order of their ids). New deliveries of one ordered lane are inserted one
+transaction at a time (an advisory lock per lane), so a lane's ids become visible in their order.
 """
 
 from __future__ import annotations
@@ -15,13 +17,31 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.store.base import Direction, MessageRecord, NewDelivery, NewMessage
-from gateway.store.records import DELIVERY_COLUMNS, MESSAGE_COLUMNS, delivery_values, message_record, message_values
-from gateway.store.rules import first_state, summarise
+from gateway.store.records import (
+    DELIVERY_COLUMNS,
+    MESSAGE_COLUMNS,
+    delivery_values,
+    message_fields,
+    message_record,
+    message_values,
+)
+from gateway.store.rules import first_state, lane, summarise
 from gateway.store.trace_words import delivery_reason, duplicate_reason, first_line
 
-__all__ = ["Connection", "insert_message", "message_by_id", "refresh_summary", "take_duplicate", "trace"]
+__all__ = [
+    "LANE_LOCKS",
+    "Connection",
+    "insert_message",
+    "message_by_id",
+    "refresh_summary",
+    "take_duplicate",
+    "trace",
+]
 
 Connection = Any  # asyncpg.Connection (or a pool's proxy of one): asyncpg ships no types
+
+#: the advisory lock class of the ordered lanes (the second key is the lane's hash)
+LANE_LOCKS = 72_001
 
 
 async def trace(
@@ -64,7 +84,8 @@ async def refresh_summary(conn: Connection, message_id: str, now: float) -> None
 
 
 async def message_by_id(conn: Connection, message_id: str) -> MessageRecord:
-    return message_record(await conn.fetchrow("SELECT * FROM messages WHERE id = $1", message_id))
+    row = await conn.fetchrow(f"SELECT {message_fields()} FROM messages m WHERE m.id = $1", message_id)  # noqa: S608
+    return message_record(row)
 
 
 async def take_duplicate(conn: Connection, m: NewMessage, now: float) -> MessageRecord | None:
@@ -97,6 +118,11 @@ async def insert_message(
     )
     state, event, reason = first_line(m)
     await trace(conn, m.id, now, state, event, reason, actor=m.client, detail=m.detail)
+    # an ordered lane takes one new delivery at a time, until its transaction ends: ids are handed out when a
+    # row is inserted but seen when it commits, so without this a later delivery could commit - and be
+    # claimed as the lane's head - before an earlier one of the same lane becomes visible
+    for key in sorted({lane(m.direction, m.sender_her, d.receiver_her) for d in deliveries if d.ordered}):
+        await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", LANE_LOCKS, key)
     for d in deliveries:
         delivery_id = await conn.fetchval(
             f"INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES ({_placeholders(DELIVERY_COLUMNS)}) RETURNING id",  # noqa: S608

@@ -89,7 +89,7 @@ CREATE TABLE IF NOT EXISTS routes (
 );
 
 CREATE TABLE IF NOT EXISTS meta (
-    key   text PRIMARY KEY,
+    key   text COLLATE "C" PRIMARY KEY,       -- byte order, as SQLite's: the adapters delete key ranges
     value text NOT NULL
 );
 

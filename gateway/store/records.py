@@ -31,6 +31,7 @@ __all__ = [
     "Row",
     "delivery_record",
     "delivery_values",
+    "message_fields",
     "message_record",
     "message_values",
     "refusal_record",
@@ -47,6 +48,14 @@ DELIVERY_COLUMNS = (
     "message_id, receiver_her, role, channel, lane, ordered, state, next_attempt_at, deadline_at, warn_at, "
     "expires_at, created_at, updated_at"
 )
+
+
+def message_fields(alias: str = "m") -> str:
+    """What a message is read with where its payload is not wanted - every column but the payload, and in its
+    place whether there is one (a list of 500 messages does not carry 500 documents)."""
+    columns = [c.strip() for c in MESSAGE_COLUMNS.split(",") if c.strip() != "payload"]
+    fields = [f"{alias}.{c}" for c in (*columns, "duplicates")]
+    return ", ".join([*fields, f"CASE WHEN {alias}.payload IS NULL THEN NULL ELSE '' END AS payload"])
 
 
 def message_values(m: NewMessage, state: MessageState, now: float) -> tuple[Any, ...]:

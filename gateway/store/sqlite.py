@@ -41,7 +41,7 @@ from gateway.store.base import (
     Refusal,
     RouteState,
 )
-from gateway.store.records import delivery_record, message_record, trace_entry
+from gateway.store.records import delivery_record, message_fields, message_record, trace_entry
 from gateway.store.sqlite_rows import insert_message, take_duplicate, trace
 from gateway.store.sqlite_schema import migrate
 
@@ -255,7 +255,7 @@ class SqliteStore:
     def _get(self, message_id: str) -> MessageView | None:
         assert self._db is not None
         db = self._db
-        row = db.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+        row = db.execute(f"SELECT {message_fields()} FROM messages m WHERE m.id = ?", (message_id,)).fetchone()  # noqa: S608
         if row is None:
             return None
         deliveries = db.execute("SELECT * FROM deliveries WHERE message_id = ? ORDER BY id", (message_id,)).fetchall()
@@ -325,7 +325,7 @@ class SqliteStore:
             at, _, last_id = cursor.partition(":")
             where.append("(m.created_at < ? OR (m.created_at = ? AND m.id < ?))")
             args.extend([float(at), float(at), last_id])
-        sql = "SELECT m.* FROM messages m"
+        sql = f"SELECT {message_fields()} FROM messages m"  # noqa: S608 - fixed names
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY m.created_at DESC, m.id DESC LIMIT ?"

@@ -131,8 +131,8 @@ def pause(db: sqlite3.Connection, route: str, *, actor: str, now: float) -> None
 def resume(db: sqlite3.Connection, route: str, *, actor: str, now: float) -> None:
     db.execute("UPDATE routes SET paused = 0, paused_by = NULL, paused_at = NULL WHERE route = ?", (route,))
     db.execute(
-        "UPDATE deliveries SET next_attempt_at = MIN(next_attempt_at, ?) WHERE receiver_her = ? AND state = 'queued'",
-        (now, route),
+        "UPDATE deliveries SET next_attempt_at = ? WHERE receiver_her = ? AND state = 'queued' AND next_attempt_at > ?",
+        (now, route, now),
     )
     _trace_route(db, route, now, "operator.resume", f"route {route} resumed by {actor}", actor)
 

@@ -17,7 +17,7 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
 )
-from gateway.store.records import message_record
+from gateway.store.records import message_fields, message_record
 from gateway.store.rules import APPREC_SETTLES, apprec_state, transport_failure_state, transport_may_fail
 from gateway.store.sqlite_rows import insert_message, refresh_summary, take_duplicate, trace
 from gateway.store.trace_words import apprec_reason, outcome_detail
@@ -189,8 +189,8 @@ def add_apprec_for(
 def inbox(db: sqlite3.Connection, receiver_her: str, limit: int) -> list[MessageRecord]:
     """Received messages the EHR of ``receiver_her`` has not acknowledged yet, oldest first."""
     rows = db.execute(
-        """SELECT m.* FROM deliveries d JOIN messages m ON m.id = d.message_id
-           WHERE d.state = 'inbox' AND d.receiver_her = ? ORDER BY d.id LIMIT ?""",
+        f"""SELECT {message_fields()} FROM deliveries d JOIN messages m ON m.id = d.message_id
+           WHERE d.state = 'inbox' AND d.receiver_her = ? ORDER BY d.id LIMIT ?""",  # noqa: S608 - fixed names
         (receiver_her, limit),
     ).fetchall()
     return [message_record(r) for r in rows]

@@ -18,7 +18,14 @@ from gateway.store.base import (
     NewDelivery,
     NewMessage,
 )
-from gateway.store.records import DELIVERY_COLUMNS, MESSAGE_COLUMNS, delivery_values, message_record, message_values
+from gateway.store.records import (
+    DELIVERY_COLUMNS,
+    MESSAGE_COLUMNS,
+    delivery_values,
+    message_fields,
+    message_record,
+    message_values,
+)
 from gateway.store.rules import first_state, summarise
 from gateway.store.trace_words import delivery_reason, duplicate_reason, first_line
 
@@ -69,7 +76,7 @@ def take_duplicate(db: sqlite3.Connection, m: NewMessage, now: float) -> Message
     db.execute("UPDATE messages SET duplicates = duplicates + 1, updated_at = ? WHERE id = ?", (now, row["id"]))
     same = hashlib.sha256(m.payload).hexdigest() == row["payload_sha256"]
     trace(db, row["id"], now, row["state"], "message.duplicate", duplicate_reason(same, m.client), actor=m.client)
-    return message_record(db.execute("SELECT * FROM messages WHERE id = ?", (row["id"],)).fetchone())
+    return _message(db, row["id"])
 
 
 def insert_message(
@@ -90,4 +97,9 @@ def insert_message(
             delivery_values(m, d, now),
         )
         trace(db, m.id, now, str(d.state), f"delivery.{d.state}", delivery_reason(d), delivery_id=cur.lastrowid)
-    return message_record(db.execute("SELECT * FROM messages WHERE id = ?", (m.id,)).fetchone())
+    return _message(db, m.id)
+
+
+def _message(db: sqlite3.Connection, message_id: str) -> MessageRecord:
+    row = db.execute(f"SELECT {message_fields()} FROM messages m WHERE m.id = ?", (message_id,)).fetchone()  # noqa: S608
+    return message_record(row)

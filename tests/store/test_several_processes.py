@@ -1,6 +1,7 @@
 """Several stores on one database at once - as several gateway processes share one PostgreSQL (and, slower, one
-SQLite file): every delivery is claimed by one of them, an ordered lane never has two in flight, the same
-message accepted by two at once is stored once, and a message's summary sees every delivery's outcome."""
+SQLite file): every delivery is sent by one of them, once, an ordered lane never has two in flight and goes in
+acceptance order through retries, the same message accepted by two at once is stored once, and a message's
+summary sees every delivery's outcome."""
 
 from __future__ import annotations
 
@@ -28,7 +29,9 @@ async def test_each_delivery_goes_to_one_claimer_and_a_lane_stays_one_at_a_time(
         for store in stores:
             await stack.enter_async_context(store)
         sent: Counter[int] = Counter()
+        order: dict[str, list[int]] = {}  # lane -> delivery ids in the order they were sent
         in_flight: dict[str, int] = {}  # lane -> delivery id, while leased
+        tried: set[int] = set()
 
         async def work(store: Store, owner: str) -> None:
             idle = 0
@@ -46,11 +49,21 @@ async def test_each_delivery_goes_to_one_claimer_and_a_lane_stays_one_at_a_time(
                         in_flight[lane] = claim.delivery.id
                 for claim in claims:
                     await asyncio.sleep(0)  # let the others claim meanwhile
-                    assert await store.mark_sent(claim.delivery.id, owner=owner, now=NOW + 101, reason="sent")
-                    sent[claim.delivery.id] += 1
-                    in_flight.pop(claim.delivery.lane, None)
+                    d = claim.delivery
+                    if d.id not in tried:  # every first attempt fails, and is due again at once
+                        tried.add(d.id)
+                        assert await store.reschedule(
+                            d.id, owner=owner, now=NOW + 100, next_attempt_at=NOW + 100, code="x", error="try again"
+                        )
+                    else:
+                        assert await store.mark_sent(d.id, owner=owner, now=NOW + 101, reason="sent")
+                        sent[d.id] += 1
+                        order.setdefault(d.lane, []).append(d.id)
+                    in_flight.pop(d.lane, None)
 
         await asyncio.gather(*(work(store, f"process-{i}") for i, store in enumerate(stores)))
+    ordered = [ids for lane, ids in order.items() if ">7200101" in lane]
+    assert len(ordered) == LANES and all(ids == sorted(ids) for ids in ordered)  # each lane in acceptance order
     assert len(sent) == LANES * PER_LANE + UNORDERED and set(sent.values()) == {1}
 
 
