@@ -84,7 +84,11 @@ class PostgresStore:
                 timeout=_CONNECT_TIMEOUT_S,
                 command_timeout=_STATEMENT_TIMEOUT_S,
             )
-        except (OSError, ValueError, OverflowError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (ValueError, OverflowError) as exc:  # a URL the driver cannot read: its words may quote the URL
+            raise StoreError(
+                f"The store URL {redacted_url(self.dsn)} is not one PostgreSQL takes ({type(exc).__name__})."
+            ) from None
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(f"The store at {redacted_url(self.dsn)} cannot be reached: {_said(exc)}.") from None
         try:
             async with self._pool.acquire(timeout=_CONNECT_TIMEOUT_S) as conn:
@@ -118,24 +122,31 @@ class PostgresStore:
         await self.close()
 
     @contextlib.asynccontextmanager
-    async def _tx(self, *, reading: bool = False) -> AsyncIterator[Connection]:
+    async def _tx(self, *, reading: bool = False, durable: bool = True) -> AsyncIterator[Connection]:
         """One transaction: READ COMMITTED for changes (the row locks and re-checked updates the modules rely
-        on, whatever the server's default), one read-only snapshot for a view read in several queries."""
+        on, whatever the server's default), one read-only snapshot for a view read in several queries. Not
+        ``durable``: the worker's bookkeeping, committed without waiting for the WAL flush (as the SQLite
+        store's synchronous=NORMAL: a crash of the database server can take the newest of these - a resend,
+        which the receiver's duplicate check absorbs - never a promise)."""
         if self._pool is None:
             raise StoreError("The store is not open.")
         isolation = "repeatable_read" if reading else "read_committed"
         async with self._pool.acquire(timeout=_CONNECT_TIMEOUT_S) as conn, conn.transaction(
             isolation=isolation, readonly=reading
         ):
+            if not durable and not reading:
+                await conn.execute("SET LOCAL synchronous_commit TO off")
             yield conn
 
-    async def _in_tx(self, fn: Callable[..., Awaitable[_T]], *args: Any, reading: bool = False, **kwargs: Any) -> _T:
+    async def _in_tx(
+        self, fn: Callable[..., Awaitable[_T]], *args: Any, reading: bool = False, durable: bool = True, **kwargs: Any
+    ) -> _T:
         """Run ``fn(conn, *args, **kwargs)`` in one transaction, once more when it lost a race another process won
         (a unique key taken meanwhile, a deadlock PostgreSQL broke): the second run finds what the first missed.
         Database failures become StoreError."""
         for attempt in range(_ATTEMPTS):
             try:
-                async with self._tx(reading=reading) as conn:
+                async with self._tx(reading=reading, durable=durable) as conn:
                     return await fn(conn, *args, **kwargs)
             except GatewayError:
                 raise
@@ -173,14 +184,22 @@ class PostgresStore:
         skip: Sequence[int] = (),
     ) -> list[Claim]:
         return await self._in_tx(
-            queue.claim, owner, now, limit, lease_s, list(exclude_routes), dict(route_limits or {}), set(skip)
+            queue.claim,
+            owner,
+            now,
+            limit,
+            lease_s,
+            list(exclude_routes),
+            dict(route_limits or {}),
+            set(skip),
+            durable=False,
         )
 
     async def mark_sent(
         self, delivery_id: int, *, owner: str, now: float, reason: str, state: DeliveryState = DeliveryState.SENT
     ) -> bool:
         return await self._in_tx(
-            queue.finish, delivery_id, owner, now, state, f"delivery.{state}", reason, None, None, None
+            queue.finish, delivery_id, owner, now, state, f"delivery.{state}", reason, None, None, None, durable=False
         )
 
     async def reschedule(
@@ -197,18 +216,29 @@ class PostgresStore:
             code,
             error,
             next_attempt_at,
+            durable=False,
         )
 
     async def mark_dead(self, delivery_id: int, *, owner: str | None, now: float, code: str, error: str) -> bool:
         return await self._in_tx(
-            queue.finish, delivery_id, owner, now, DeliveryState.DEAD, "delivery.dead", error, code, error, None
+            queue.finish,
+            delivery_id,
+            owner,
+            now,
+            DeliveryState.DEAD,
+            "delivery.dead",
+            error,
+            code,
+            error,
+            None,
+            durable=False,
         )
 
     async def release_leases(self, owner: str, *, now: float) -> int:
-        return await self._in_tx(queue.release, owner, now)
+        return await self._in_tx(queue.release, owner, now, durable=False)
 
     async def reap_leases(self, *, now: float) -> int:
-        return await self._in_tx(queue.reap_leases, now=now)
+        return await self._in_tx(queue.reap_leases, now=now, durable=False)
 
     # -- looking ------------------------------------------------------------------------------------
 
@@ -294,16 +324,16 @@ class PostgresStore:
         await self._in_tx(receipts.add_apprec_for, message_id, follow_up, actor=actor, now=now)
 
     async def inbox(self, receiver_her: str, *, limit: int = 100) -> list[MessageRecord]:
-        return await self._in_tx(receipts.inbox, receiver_her, limit)
+        return await self._in_tx(receipts.inbox, receiver_her, limit, durable=False)
 
     async def ack_inbox(self, message_id: str, *, actor: str, now: float) -> bool:
-        return await self._in_tx(receipts.ack_inbox, message_id, actor=actor, now=now)
+        return await self._in_tx(receipts.ack_inbox, message_id, actor=actor, now=now, durable=False)
 
     async def mark_overdue(self, *, now: float) -> list[tuple[str, int, str]]:
-        return await self._in_tx(receipts.mark_overdue, now)
+        return await self._in_tx(receipts.mark_overdue, now, durable=False)
 
     async def mark_receipt_warnings(self, *, now: float) -> list[tuple[str, int, str]]:
-        return await self._in_tx(receipts.mark_receipt_warnings, now)
+        return await self._in_tx(receipts.mark_receipt_warnings, now, durable=False)
 
     # -- operator control and housekeeping ------------------------------------------------------------
 
@@ -323,28 +353,28 @@ class PostgresStore:
         await self._in_tx(admin.resume, route, actor=actor, now=now)
 
     async def routes(self) -> list[RouteState]:
-        return await self._in_tx(admin.route_states)
+        return await self._in_tx(admin.route_states, durable=False)
 
     async def queue_counts(self) -> dict[str, dict[str, int]]:
-        return await self._in_tx(admin.queue_counts)
+        return await self._in_tx(admin.queue_counts, durable=False)
 
     async def prune(self, *, before: float, now: float) -> int:
-        return await self._in_tx(admin.prune, before=before, now=now)
+        return await self._in_tx(admin.prune, before=before, now=now, durable=False)
 
     async def add_refusal(self, refusal: Refusal, *, keep: int) -> int:
-        return await self._in_tx(admin.add_refusal, refusal, keep=keep)
+        return await self._in_tx(admin.add_refusal, refusal, keep=keep, durable=False)
 
     async def refusals(self, *, limit: int = 100, before: int | None = None) -> list[Refusal]:
-        return await self._in_tx(admin.refusals, limit, before)
+        return await self._in_tx(admin.refusals, limit, before, durable=False)
 
     async def get_meta(self, key: str) -> str | None:
-        return await self._in_tx(admin.get_meta, key)
+        return await self._in_tx(admin.get_meta, key, durable=False)
 
     async def set_meta(self, key: str, value: str | None) -> None:
-        await self._in_tx(admin.set_meta, key, value)
+        await self._in_tx(admin.set_meta, key, value, durable=False)
 
     async def forget_meta(self, first: str, last: str) -> None:
-        await self._in_tx(admin.forget_meta, first, last)
+        await self._in_tx(admin.forget_meta, first, last, durable=False)
 
     async def maintain(self) -> None:
         """Let PostgreSQL refresh its statistics (autovacuum does the rest)."""

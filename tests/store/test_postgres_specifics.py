@@ -90,7 +90,9 @@ async def test_the_same_apprec_taken_by_two_processes_at_once_is_stored_once(pos
     assert sum(created for _, _, created in results) == 1 and len({r.id for r, _, _ in results}) == 1
 
 
-async def test_changes_are_read_committed_whatever_the_servers_default(postgres: PostgresServer) -> None:
+async def test_changes_are_read_committed_and_promises_flushed_whatever_the_servers_default(
+    postgres: PostgresServer,
+) -> None:
     dsn = await new_database(postgres)
     admin = await asyncpg.connect(dsn)
     try:
@@ -101,6 +103,9 @@ async def test_changes_are_read_committed_whatever_the_servers_default(postgres:
     async with PostgresStore(dsn) as store:
         async with store._tx() as conn:
             assert await conn.fetchval("SHOW transaction_isolation") == "read committed"
+            assert await conn.fetchval("SHOW synchronous_commit") == "on"  # a promise: flushed before the answer
+        async with store._tx(durable=False) as conn:  # the worker's bookkeeping, as SQLite's synchronous=NORMAL
+            assert await conn.fetchval("SHOW synchronous_commit") == "off"
         async with store._tx(reading=True) as conn:
             assert await conn.fetchval("SHOW transaction_isolation") == "repeatable read"
         record, _ = await store.add_message(message(), [to()], now=NOW)  # and the work goes on
