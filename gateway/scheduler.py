@@ -3,11 +3,17 @@
 Each job is a method of :class:`Housekeeping` (so tests call them with a moved clock) and runs on an
 interval with ``max_instances=1`` and ``coalesce`` - a slow run is never overlapped by the next - and a
 run that fails is logged with its job name and the next run goes ahead.
+
+Several gateway processes on one store (PostgreSQL) share the work of the jobs that act on the store:
+:func:`once_per_turn` lets one process take each period of such a job (``Store.take_turn``), and the others
+skip it. The CRL refresh runs in every process: each keeps its own CRL cache.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -20,7 +26,7 @@ from gateway.log import get_logger
 from gateway.security.protection import MessageProtection
 from gateway.store.base import Store
 
-__all__ = ["Housekeeping", "guarded", "start_scheduler"]
+__all__ = ["Housekeeping", "guarded", "once_per_turn", "start_scheduler"]
 
 log = get_logger(__name__)
 _DAY = 86400.0
@@ -118,6 +124,20 @@ class Housekeeping:
         await self.store.maintain()
 
 
+def once_per_turn(
+    name: str, job: Callable[[], Awaitable[object]], *, every_s: float, store: Store, clock: Clock, owner: str
+) -> Callable[[], Awaitable[object]]:
+    """``job``, run only when this process takes the current period of it (one ``every_s`` long) on the store."""
+
+    async def run() -> object:
+        now = clock.now()
+        if not await store.take_turn(name, int(now // every_s), owner=owner, now=now):
+            return None  # another process of this store runs it this period
+        return await job()
+
+    return run
+
+
 def guarded(name: str, job: Callable[[], Awaitable[object]]) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         try:
@@ -134,17 +154,23 @@ def start_scheduler(housekeeping: Housekeeping, settings: Settings) -> AsyncIOSc
     """Start every housekeeping job on the running event loop."""
     h = settings.housekeeping
     scheduler = AsyncIOScheduler(timezone=UTC)
-    # (name, job, interval, run once at start) - the CRLs were fetched as the gateway opened
-    jobs: list[tuple[str, Callable[[], Awaitable[object]], float, bool]] = [
-        ("receipts", housekeeping.receipts, h.deadline_check_s, True),
-        ("leases", housekeeping.leases, h.lease_reaper_s, False),
-        ("crls", housekeeping.crls, settings.security.crl_refresh_s, False),
-        ("certificates", housekeeping.certificates, 6 * 3600.0, True),
-        ("prune", housekeeping.prune, 3600.0, False),
-        ("maintenance", housekeeping.maintenance, h.maintenance_s, False),
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    # (name, job, interval, run once at start, once per period across the store's processes) - the CRLs were
+    # fetched as the gateway opened
+    jobs: list[tuple[str, Callable[[], Awaitable[object]], float, bool, bool]] = [
+        ("receipts", housekeeping.receipts, h.deadline_check_s, True, True),
+        ("leases", housekeeping.leases, h.lease_reaper_s, False, True),
+        ("crls", housekeeping.crls, settings.security.crl_refresh_s, False, False),
+        ("certificates", housekeeping.certificates, 6 * 3600.0, True, True),
+        ("prune", housekeeping.prune, 3600.0, False, True),
+        ("maintenance", housekeeping.maintenance, h.maintenance_s, False, True),
     ]
-    for name, job, seconds, at_start in jobs:
+    for name, job, seconds, at_start, shared in jobs:
         first = {"next_run_time": datetime.now(UTC)} if at_start else {}
+        if shared:
+            job = once_per_turn(
+                name, job, every_s=seconds, store=housekeeping.store, clock=housekeeping.clock, owner=owner
+            )
         scheduler.add_job(
             guarded(name, job),
             "interval",

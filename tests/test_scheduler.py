@@ -10,7 +10,7 @@ from pathlib import Path
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 from structlog.testing import capture_logs
 
-from gateway.clock import ManualClock
+from gateway.clock import ManualClock, SystemClock
 from gateway.scheduler import Housekeeping, guarded, start_scheduler
 from gateway.security.keys import CertificateInfo
 from gateway.security.protection import NoProtection
@@ -83,7 +83,9 @@ class TestJobsKeepRunning:
         store = SlowStore(tmp_path / "g.sqlite")
         settings = settings_for(tmp_path, housekeeping={"lease_reaper_s": 0.05})  # a tick every 50 ms
         async with store:
-            jobs = Housekeeping(store, NoProtection(), settings, ManualClock())
+            # the system's clock: each tick falls in a turn of its own (a frozen clock would make every tick the
+            # same period, which one run has taken)
+            jobs = Housekeeping(store, NoProtection(), settings, SystemClock())
             skipped: list[str] = []
             with capture_logs():
                 scheduler = start_scheduler(jobs, settings)

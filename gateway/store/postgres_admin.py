@@ -28,6 +28,7 @@ __all__ = [
     "retry_dead",
     "route_states",
     "set_meta",
+    "take_turn",
 ]
 
 
@@ -209,6 +210,20 @@ async def prune(conn: Connection, *, before: float, now: float) -> int:
     for row in sorted(rows, key=lambda r: r["id"]):
         await trace(conn, row["id"], now, row["state"], "message.pruned", "payload dropped after the retention period")
     return len(rows)
+
+
+async def take_turn(conn: Connection, job: str, turn: int, owner: str, now: float) -> bool:
+    taken = await conn.fetchval(
+        """INSERT INTO job_turns (job, turn, taken_by, taken_at) VALUES ($1, $2, $3, $4)
+           ON CONFLICT (job) DO UPDATE SET turn = excluded.turn, taken_by = excluded.taken_by,
+           taken_at = excluded.taken_at WHERE job_turns.turn < excluded.turn
+           RETURNING job""",
+        job,
+        turn,
+        owner,
+        now,
+    )
+    return taken is not None
 
 
 async def get_meta(conn: Connection, key: str) -> str | None:

@@ -17,7 +17,21 @@ __all__ = ["LATEST", "MIGRATIONS", "migrate"]
 _LOCK = 7_200_101_012
 
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "the base schema"),)
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the base schema"),
+    Migration(
+        2,
+        "job turns: a housekeeping job runs once a period across the processes of a store",
+        (
+            """CREATE TABLE IF NOT EXISTS job_turns (
+                   job      text PRIMARY KEY,
+                   turn     bigint NOT NULL,
+                   taken_by text NOT NULL,
+                   taken_at double precision NOT NULL
+               )""",
+        ),
+    ),
+)
 LATEST = MIGRATIONS[-1].version
 
 

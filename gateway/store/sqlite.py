@@ -424,6 +424,9 @@ class SqliteStore:
     async def refusals(self, *, limit: int = 100, before: int | None = None) -> list[Refusal]:
         return await self._in_tx(admin.refusals, limit, before, durable=False)
 
+    async def take_turn(self, job: str, turn: int, *, owner: str, now: float) -> bool:
+        return await self._in_tx(admin.take_turn, job, turn, owner, now, durable=False)
+
     async def get_meta(self, key: str) -> str | None:
         return await self._in_tx(admin.get_meta, key, durable=False)
 

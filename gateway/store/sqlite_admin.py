@@ -28,6 +28,7 @@ __all__ = [
     "retry_dead",
     "route_states",
     "set_meta",
+    "take_turn",
 ]
 
 
@@ -183,6 +184,16 @@ def prune(db: sqlite3.Connection, *, before: float, now: float) -> int:
         db.execute("UPDATE messages SET payload = NULL, updated_at = ? WHERE id = ?", (now, row["id"]))
         trace(db, row["id"], now, row["state"], "message.pruned", "payload dropped after the retention period")
     return len(rows)
+
+
+def take_turn(db: sqlite3.Connection, job: str, turn: int, owner: str, now: float) -> bool:
+    cursor = db.execute(
+        """INSERT INTO job_turns (job, turn, taken_by, taken_at) VALUES (?, ?, ?, ?)
+           ON CONFLICT(job) DO UPDATE SET turn = excluded.turn, taken_by = excluded.taken_by,
+           taken_at = excluded.taken_at WHERE job_turns.turn < excluded.turn""",
+        (job, turn, owner, now),
+    )
+    return cursor.rowcount == 1
 
 
 def get_meta(db: sqlite3.Connection, key: str) -> str | None:

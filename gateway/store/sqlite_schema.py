@@ -23,6 +23,18 @@ __all__ = ["LATEST", "MIGRATIONS", "migrate", "version_of"]
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the base schema; an unversioned database gains what it lacks (the refusals table, say)"),
+    Migration(
+        2,
+        "job turns: a housekeeping job runs once a period across the processes of a store",
+        (
+            """CREATE TABLE IF NOT EXISTS job_turns (
+                   job      TEXT PRIMARY KEY,
+                   turn     INTEGER NOT NULL,   -- the period last taken: floor(time / the job's interval)
+                   taken_by TEXT NOT NULL,
+                   taken_at REAL NOT NULL
+               )""",
+        ),
+    ),
 )
 LATEST = MIGRATIONS[-1].version
 

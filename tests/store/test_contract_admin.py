@@ -60,3 +60,12 @@ async def test_meta_values_and_their_range_delete(store: Store) -> None:
     assert await store.get_meta("adapter:amqp:sent@2026-11-27:b") == "v"
     await store.set_meta("adapter:edi2:offset", None)
     assert await store.get_meta("adapter:edi2:offset") is None
+
+
+async def test_a_jobs_turn_is_taken_once(store: Store) -> None:
+    assert await store.take_turn("prune", 100, owner="host-a:1", now=NOW)
+    assert not await store.take_turn("prune", 100, owner="host-b:2", now=NOW + 1)  # the period is taken
+    assert not await store.take_turn("prune", 100, owner="host-a:1", now=NOW + 2)
+    assert not await store.take_turn("prune", 99, owner="host-b:2", now=NOW + 3)  # a late process's old period
+    assert await store.take_turn("receipts", 100, owner="host-b:2", now=NOW + 4)  # another job
+    assert await store.take_turn("prune", 101, owner="host-b:2", now=NOW + 5)
