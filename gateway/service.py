@@ -125,6 +125,7 @@ class Gateway:
             owner=self._worker_owner,
             rng=self._rng,
         )
+        await self.store.watch(self.worker.notify)  # work another process stores wakes this one's worker
         await self._start_transports()  # last: a packet may arrive the moment an adapter listens
 
     def _build_protection(self) -> MessageProtection:

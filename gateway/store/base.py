@@ -12,7 +12,7 @@ claimed again after the lease runs out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -395,6 +395,12 @@ class Store(Protocol):
 
     async def refusals(self, *, limit: int = 100, before: int | None = None) -> list[Refusal]:
         """Refused packets, newest first (ids below ``before`` when given)."""
+        ...
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever another process stores work that is due (PostgreSQL's LISTEN/NOTIFY), so an
+        idle worker need not wait for its next poll; a store only one process writes (SQLite) never calls it.
+        Best effort: a lost notification costs at most one poll interval."""
         ...
 
     async def take_turn(self, job: str, turn: int, *, owner: str, now: float) -> bool:

@@ -39,7 +39,7 @@ from gateway.store.base import (
     Refusal,
     RouteState,
 )
-from gateway.store.postgres_rows import Connection, insert_message, take_duplicate, trace
+from gateway.store.postgres_rows import WORK_CHANNEL, Connection, insert_message, take_duplicate, trace
 from gateway.store.postgres_schema import migrate
 from gateway.store.records import delivery_record, message_fields, message_record, trace_entry
 
@@ -67,6 +67,7 @@ class PostgresStore:
         self.min_connections = min_connections
         self.max_connections = max_connections
         self._pool: Any = None
+        self._listener: Any = None  # the connection that LISTENs for due work (watch)
         #: the schema version found when the store was opened, and the version it has now (postgres_schema.py)
         self.schema = (0, 0)
 
@@ -103,6 +104,10 @@ class PostgresStore:
             log.info("store.migrated", store=redacted_url(self.dsn), found=self.schema[0], now=self.schema[1])
 
     async def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.wait_for(listener.close(), timeout=_CLOSE_TIMEOUT_S)
         pool, self._pool = self._pool, None
         if pool is None:
             return
@@ -366,6 +371,16 @@ class PostgresStore:
 
     async def refusals(self, *, limit: int = 100, before: int | None = None) -> list[Refusal]:
         return await self._in_tx(admin.refusals, limit, before, durable=False)
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """LISTEN for due work other processes store (postgres_rows.announce) on a connection of its own. If it
+        cannot be had, or is lost later, the worker polls as before; that is logged, not raised."""
+        try:
+            self._listener = await asyncpg.connect(self.dsn, timeout=_CONNECT_TIMEOUT_S)
+            await self._listener.add_listener(WORK_CHANNEL, lambda *_: wake())
+            self._listener.add_termination_listener(lambda *_: log.warning("store.watch_lost", code="store.watch_lost"))
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("store.watch_failed", code="store.watch_failed", error=_said(exc))
 
     async def take_turn(self, job: str, turn: int, *, owner: str, now: float) -> bool:
         return await self._in_tx(admin.take_turn, job, turn, owner, now, durable=False)

@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import Refusal, RouteState
-from gateway.store.postgres_rows import Connection, refresh_summary, trace
+from gateway.store.postgres_rows import Connection, announce, refresh_summary, trace
 from gateway.store.records import REFUSAL_FIELDS, refusal_record
 from gateway.store.rules import FINISHED, MESSAGE_STATES_KEPT, RETRYABLE_BY_OPERATOR
 from gateway.store.trace_words import Ttl, retried_ttl
@@ -55,6 +55,7 @@ async def _requeue(conn: Connection, row: Any, *, actor: str, now: float, ttl_s:
         actor=actor,
     )
     await refresh_summary(conn, row["message_id"], now)
+    await announce(conn)
 
 
 async def retry(conn: Connection, message_id: str, *, actor: str, now: float, ttl_s: Ttl) -> int:
@@ -156,6 +157,7 @@ async def resume(conn: Connection, route: str, *, actor: str, now: float) -> Non
         route,
     )
     await _trace_route(conn, route, now, "operator.resume", f"route {route} resumed by {actor}", actor)
+    await announce(conn)
 
 
 async def _trace_route(conn: Connection, route: str, now: float, event: str, reason: str, actor: str) -> None:

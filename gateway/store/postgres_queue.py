@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.store.base import Claim, DeliveryState
-from gateway.store.postgres_rows import Connection, refresh_summary, trace
+from gateway.store.postgres_rows import Connection, announce, refresh_summary, trace
 from gateway.store.records import delivery_record, message_record
 from gateway.store.rules import ACTIVE_STATES, may_finish, stamps_sent_at
 from gateway.store.trace_words import lease_expired_reason, outcome_detail
@@ -119,6 +119,8 @@ async def reap_leases(conn: Connection, *, now: float) -> int:
     )
     for row in sorted(rows, key=lambda r: r["id"]):
         await _trace_lease_expired(conn, row, row["gone_owner"], row["attempts"], now)
+    if rows:
+        await announce(conn)
     return len(rows)
 
 
@@ -193,4 +195,7 @@ async def release(conn: Connection, owner: str, now: float) -> int:
         now,
         owner,
     )
-    return int(result.split()[-1])
+    released = int(result.split()[-1])
+    if released:  # a process stopping gives its work back: another may take it now
+        await announce(conn)
+    return released

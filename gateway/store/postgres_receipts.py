@@ -11,7 +11,14 @@ from typing import Any
 
 from gateway.errors import Conflict, NotFound
 from gateway.store.base import AppRecOutcome, DeliveryState, MessageRecord, MessageState, NewDelivery, NewMessage
-from gateway.store.postgres_rows import Connection, insert_message, refresh_summary, take_duplicate, trace
+from gateway.store.postgres_rows import (
+    Connection,
+    announce,
+    insert_message,
+    refresh_summary,
+    take_duplicate,
+    trace,
+)
 from gateway.store.records import message_fields, message_record
 from gateway.store.rules import APPREC_SETTLES, apprec_state, transport_failure_state, transport_may_fail
 from gateway.store.trace_words import apprec_reason, outcome_detail
@@ -113,6 +120,8 @@ async def transport_failed(
     detail = outcome_detail(code, next_attempt_at)
     await trace(conn, message_id, now, str(state), f"delivery.{state}", error, delivery_id=row["id"], detail=detail)
     await refresh_summary(conn, message_id, now)
+    if next_attempt_at is not None:
+        await announce(conn)
     return True
 
 

@@ -25,12 +25,14 @@ from gateway.store.records import (
     message_record,
     message_values,
 )
-from gateway.store.rules import first_state, lane, summarise
+from gateway.store.rules import due_at, first_state, lane, summarise
 from gateway.store.trace_words import delivery_reason, duplicate_reason, first_line
 
 __all__ = [
     "LANE_LOCKS",
+    "WORK_CHANNEL",
     "Connection",
+    "announce",
     "insert_message",
     "message_by_id",
     "refresh_summary",
@@ -42,6 +44,8 @@ Connection = Any  # asyncpg.Connection (or a pool's proxy of one): asyncpg ships
 
 #: the advisory lock class of the ordered lanes (the second key is the lane's hash)
 LANE_LOCKS = 72_001
+#: the LISTEN/NOTIFY channel of due work (PostgresStore.watch)
+WORK_CHANNEL = "gateway_work"
 
 
 async def trace(
@@ -70,6 +74,12 @@ async def trace(
         actor,
         json.dumps(detail) if detail else None,
     )
+
+
+async def announce(conn: Connection) -> None:
+    """Tell the other processes' idle workers that work is due, when this transaction commits (NOTIFY is
+    delivered on commit, once per transaction however often it is said)."""
+    await conn.execute(f"NOTIFY {WORK_CHANNEL}")
 
 
 async def refresh_summary(conn: Connection, message_id: str, now: float) -> None:
@@ -129,6 +139,8 @@ async def insert_message(
             *delivery_values(m, d, now),
         )
         await trace(conn, m.id, now, str(d.state), f"delivery.{d.state}", delivery_reason(d), delivery_id=delivery_id)
+    if any(due_at(d.state, now) is not None for d in deliveries):
+        await announce(conn)
     return await message_by_id(conn, m.id)
 
 

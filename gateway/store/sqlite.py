@@ -424,6 +424,9 @@ class SqliteStore:
     async def refusals(self, *, limit: int = 100, before: int | None = None) -> list[Refusal]:
         return await self._in_tx(admin.refusals, limit, before, durable=False)
 
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Nothing to watch: this process is the store's only writer, and tells its worker itself."""
+
     async def take_turn(self, job: str, turn: int, *, owner: str, now: float) -> bool:
         return await self._in_tx(admin.take_turn, job, turn, owner, now, durable=False)
 

@@ -131,3 +131,19 @@ async def test_no_password_in_a_failure(postgres: PostgresServer) -> None:
     assert redacted_url("postgresql://u:pw@h/db?sslmode=require&password=x") == (
         "postgresql://u:***@h/db?sslmode=require&password=***"
     )
+
+
+async def test_work_another_process_stores_wakes_this_ones_worker(postgres: PostgresServer) -> None:
+    """An idle worker need not wait for its next poll: what another process stores and is due wakes it."""
+    dsn = await new_database(postgres)
+    woken = asyncio.Event()
+    async with PostgresStore(dsn) as mine, PostgresStore(dsn) as theirs:
+        await mine.watch(woken.set)
+        record, _ = await theirs.add_message(message("from-another-process"), [to()], now=NOW)
+        await asyncio.wait_for(woken.wait(), timeout=60)  # a bound for a stuck run only
+        woken.clear()
+        [claim] = await theirs.claim_due(owner="theirs", now=NOW, limit=1, lease_s=30)
+        await theirs.release_leases("theirs", now=NOW)  # a process stopping gives its work back
+        await asyncio.wait_for(woken.wait(), timeout=60)
+        [mine_now] = await mine.claim_due(owner="mine", now=NOW, limit=1, lease_s=30)
+        assert mine_now.delivery.id == claim.delivery.id and mine_now.message.id == record.id
