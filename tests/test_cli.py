@@ -67,12 +67,14 @@ def test_serve_submit_status_and_sigterm(tmp_path: Path) -> None:
         token = (tmp_path / "dev-token").read_text().strip()
         assert (tmp_path / "pki" / "ca.crt").exists() and (tmp_path / "gateway.sqlite").exists()
         fixture = FIXTURES / "dialogmelding-1.1" / "helsefaglig-dialog-foresporsel.xml"
+        assert server.poll() is None, "gateway serve exited (was /healthz answered by another process's port?)"
         submitted = subprocess.run(
             [*GATEWAY, "submit", str(fixture), "--url", url, "--token", token],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
+        assert submitted.returncode == 0, submitted.stderr  # the gateway's words, for whoever reads a failure
         message_id = json.loads(submitted.stdout)["id"]
         deadline = time.monotonic() + STUCK_S
         while True:
