@@ -189,16 +189,6 @@ async def _claim_cost(kind: str, where: str) -> tuple[float, float]:
     return statistics.median(took) * 1000, took[int(len(took) * 0.99) - 1] * 1000
 
 
-async def _new_database(server: PostgresServer) -> str:
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(server.dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return server.database_dsn(name)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=6000)
@@ -210,11 +200,11 @@ def main() -> None:
         rate = throughput("sqlite", str(Path(tmp) / "one.sqlite"), args.messages, 1)
         print(f"sqlite, 1 process: {rate:,.0f} deliveries/s (claimed and marked sent)")
         for processes in (1, 2, 3):
-            dsn = asyncio.run(_new_database(server))
+            dsn = asyncio.run(server.create_database("bench"))
             rate = throughput("postgres", dsn, args.messages, processes)
             print(f"postgresql, {processes} process{'es' if processes > 1 else ''}: {rate:,.0f} deliveries/s")
         if args.backlog:
-            dsn = asyncio.run(_new_database(server))
+            dsn = asyncio.run(server.create_database("bench"))
             asyncio.run(_backlog_postgres(dsn, args.backlog))
             p50, p99 = asyncio.run(_claim_cost("postgres", dsn))
             print(f"postgresql, claim of 8 with a backlog of {args.backlog:,}: median {p50:.1f} ms, p99 {p99:.1f} ms")

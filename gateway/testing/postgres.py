@@ -21,8 +21,13 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from types import TracebackType
+
+import asyncpg
+
+from gateway.testing.replay_processes import free_port
 
 __all__ = ["PostgresServer", "find_binaries"]
 
@@ -38,19 +43,13 @@ def find_binaries() -> Path | None:
     return max(versions, key=lambda p: int(p.name)) / "bin" if versions else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresServer:
     """One cluster: ``start`` makes and starts it, ``dsn`` reaches its ``postgres`` database, ``stop`` ends it
     (and removes a directory it made for root)."""
 
     def __init__(self, base: Path, *, start_timeout_s: float = 60.0, stop_timeout_s: float = 30.0) -> None:
         self.base = Path(base)
-        self.port = _free_port()
+        self.port = free_port()
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -63,6 +62,16 @@ class PostgresServer:
 
     def database_dsn(self, name: str) -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{name}"
+
+    async def create_database(self, prefix: str = "gw") -> str:
+        """A fresh, empty database on this server; its DSN (a test or a bench run gets one of its own)."""
+        name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return self.database_dsn(name)
 
     @property
     def log_file(self) -> Path:

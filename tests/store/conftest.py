@@ -4,11 +4,9 @@ PostgreSQL is a failure, not a skip: `./dev test` installs it (Debian package po
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from gateway.store.base import Store
@@ -30,13 +28,7 @@ def _postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServ
 
 async def new_database(server: PostgresServer) -> str:
     """A fresh database on ``server``; its DSN."""
-    name = f"gw_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(server.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return server.database_dsn(name)
+    return await server.create_database()
 
 
 @pytest.fixture(params=["sqlite", "postgres"], name="make_store")
